@@ -1,0 +1,12 @@
+//! Command implementations. Each file owns its clap argument structs and prints for humans;
+//! the library underneath never touches the terminal.
+
+pub mod build;
+
+/// Print an error chain once, for an operator: the message, then each cause on its own line.
+pub fn print_error(e: &anyhow::Error) {
+    eprintln!("error: {e}");
+    for cause in e.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+}

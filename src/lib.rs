@@ -1,0 +1,26 @@
+//! flashline: production-line batch flashing for AVR keyboard controllers.
+//!
+//! The data path reads off the module tree:
+//! recipe → image → job → programmer driver → transport → record → report.
+//!
+//! | module | what lives there |
+//! |---|---|
+//! | [`part`] | AVR parts as data: signatures, memories, boot sections, fuse fields, delays |
+//! | [`image`] | sparse memory image |
+//! | [`hex`] | Intel HEX reader/writer with file:line errors |
+//! | [`bootloader`] | bootloader catalog (seed guide tables) |
+//! | [`recipe`] | per-SKU YAML recipes |
+//! | [`build`] | firmware + bootloader merge with checks |
+//! | [`fuse`] | fuse decoding and safety checks |
+//! | [`isp`] | AVR serial-programming instructions |
+//! | [`programmer`] | the `Programmer` trait and native drivers |
+//! | [`job`] | identify → erase → program → verify → fuses → lock, with events |
+//! | [`sim`] | simulated AVR target and programmer emulators |
+//! | [`error`] | failure classes and operator-facing errors |
+
+pub mod error;
+pub mod image;
+pub mod isp;
+pub mod part;
+pub mod programmer;
+pub mod sim;

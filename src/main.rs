@@ -1,0 +1,48 @@
+//! The `flashline` command: a thin clap layer over the library.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+/// Production-line batch flashing station for AVR keyboard controllers.
+#[derive(Parser)]
+#[command(name = "flashline", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Merge a recipe's firmware and bootloader into a production hex.
+    Build(cli::build::BuildArgs),
+    /// Validate a recipe (inputs, merge, fuses) without writing anything.
+    Check(cli::build::CheckArgs),
+    /// List the part catalog.
+    Parts,
+    /// List the bootloader catalog.
+    Bootloaders,
+    /// Fuse tools: decode fuse bytes into words.
+    #[command(subcommand)]
+    Fuses(cli::build::FusesCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Build(a) => cli::build::build(a),
+        Command::Check(a) => cli::build::check(a),
+        Command::Parts => cli::build::parts(),
+        Command::Bootloaders => cli::build::bootloaders(),
+        Command::Fuses(c) => cli::build::fuses(c),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            cli::print_error(&e);
+            ExitCode::from(2)
+        }
+    }
+}

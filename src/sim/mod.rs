@@ -1,0 +1,6 @@
+//! Simulation: an AVR target behind its ISP pins, and programmer emulators that put it on a
+//! real wire (pseudo-terminal or USB control-transfer level).
+
+pub mod target;
+
+pub use target::{Fault, SimOptions, SimStats, SimTarget};
