@@ -24,3 +24,4 @@ pub mod isp;
 pub mod part;
 pub mod programmer;
 pub mod sim;
+pub mod verify;
