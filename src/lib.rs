@@ -21,6 +21,7 @@
 pub mod error;
 pub mod image;
 pub mod isp;
+pub mod job;
 pub mod part;
 pub mod programmer;
 pub mod sim;
