@@ -16,6 +16,8 @@ use crate::error::{FailureClass, ProgError, ProgResult};
 use crate::isp::{self, Cmd};
 use crate::part::{FuseKind, Part};
 
+pub mod stk500;
+
 /// Programmer types flashline drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
