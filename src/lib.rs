@@ -19,6 +19,7 @@
 //! | [`error`] | failure classes and operator-facing errors |
 
 pub mod error;
+pub mod hex;
 pub mod image;
 pub mod isp;
 pub mod job;

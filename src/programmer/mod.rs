@@ -18,6 +18,7 @@ use crate::part::{FuseKind, Part};
 
 pub mod open;
 pub mod sim;
+pub mod stk500;
 
 pub use open::{open, ProgrammerSpec};
 pub use sim::SimProgrammer;
