@@ -18,11 +18,15 @@
 //! | [`sim`] | simulated AVR target and programmer emulators |
 //! | [`error`] | failure classes and operator-facing errors |
 
+pub mod bootloader;
+pub mod build;
 pub mod error;
+pub mod fuse;
 pub mod hex;
 pub mod image;
 pub mod isp;
 pub mod part;
 pub mod programmer;
+pub mod recipe;
 pub mod sim;
 pub mod verify;
