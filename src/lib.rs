@@ -17,7 +17,9 @@
 //! | [`job`] | identify → erase → program → verify → fuses → lock, with events |
 //! | [`sim`] | simulated AVR target and programmer emulators |
 //! | [`error`] | failure classes and operator-facing errors |
+//! | [`db`] | records: attempts, steps, units in SQLite/PostgreSQL |
 
+pub mod db;
 pub mod error;
 pub mod image;
 pub mod isp;
