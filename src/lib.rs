@@ -21,8 +21,10 @@
 
 pub mod db;
 pub mod error;
+pub mod hex;
 pub mod image;
 pub mod isp;
+pub mod job;
 pub mod part;
 pub mod programmer;
 pub mod sim;
