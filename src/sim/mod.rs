@@ -3,5 +3,6 @@
 
 pub mod pty;
 pub mod target;
+pub mod usb;
 
 pub use target::{Fault, SimOptions, SimStats, SimTarget};
