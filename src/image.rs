@@ -60,6 +60,20 @@ impl Image {
             .take_while(|(a, b)| **a as u64 + b.len() as u64 >= addr as u64)
             .map(|(a, _)| *a)
             .collect();
+        // Fast path (records appended in address order, as hex files are): grow the one
+        // segment in place, amortised O(record), instead of rebuilding it.
+        if let [a] = touching[..] {
+            if a <= addr {
+                if let Some(b) = self.segs.get_mut(&a) {
+                    let off = (addr - a) as usize;
+                    if b.len() < off + data.len() {
+                        b.resize(off + data.len(), 0);
+                    }
+                    b[off..off + data.len()].copy_from_slice(data);
+                    return Ok(());
+                }
+            }
+        }
         let mut new_start = addr as u64;
         let mut new_end = end;
         for a in &touching {

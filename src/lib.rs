@@ -19,8 +19,10 @@
 //! | [`error`] | failure classes and operator-facing errors |
 
 pub mod error;
+pub mod hex;
 pub mod image;
 pub mod isp;
+pub mod job;
 pub mod part;
 pub mod programmer;
 pub mod sim;

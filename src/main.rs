@@ -27,6 +27,9 @@ enum Command {
     /// Fuse tools: decode fuse bytes into words.
     #[command(subcommand)]
     Fuses(cli::build::FusesCommand),
+    /// Simulation: emulated programmers with a simulated target.
+    #[command(subcommand)]
+    Sim(cli::sim::SimCommand),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
         Command::Parts => cli::build::parts(),
         Command::Bootloaders => cli::build::bootloaders(),
         Command::Fuses(c) => cli::build::fuses(c),
+        Command::Sim(c) => cli::sim::run(c),
     };
     match result {
         Ok(code) => code,

@@ -21,6 +21,13 @@ use crate::error::{FailureClass, ProgError, ProgResult};
 use crate::isp::{self, Cmd};
 use crate::part::{FuseKind, Part};
 
+pub mod open;
+pub mod sim;
+pub mod stk500;
+
+pub use open::{open, ProgrammerSpec};
+pub use sim::SimProgrammer;
+
 /// Programmer types flashline drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -118,6 +125,18 @@ pub trait Programmer: Send {
     /// Close the link (release the port / device). Must not fail on an already-dead link.
     async fn close(&mut self) -> ProgResult<()> {
         Ok(())
+    }
+
+    /// The SPI clock the programmer settled on in the last [`Programmer::enter_progmode`], when
+    /// it knows it (drivers that lower SCK report it here; the job records it).
+    fn sck_hz(&self) -> Option<u32> {
+        None
+    }
+
+    /// Drain operator-relevant notes the driver gathered (e.g. "lowered SCK to 93.75 kHz").
+    /// The job turns each into a [`crate::job::JobEvent::Note`] and keeps it in the report.
+    fn take_notes(&mut self) -> Vec<String> {
+        Vec::new()
     }
 
     /// Largest read block the protocol handles well (the job reads in chunks of this size).

@@ -2,6 +2,7 @@
 //! real wire (pseudo-terminal or USB control-transfer level).
 
 pub mod pty;
+pub mod stk500;
 pub mod target;
 pub mod usb;
 

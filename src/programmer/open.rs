@@ -1,0 +1,67 @@
+//! The programmer factory: a [`ProgrammerSpec`] (from the command line or a station slot)
+//! becomes a boxed [`Programmer`] driver.
+//!
+//! The factory only builds the driver; the job's connect step calls [`Programmer::open`]
+//! (with bounded retries) to open the link.
+
+use std::path::PathBuf;
+
+use crate::error::{FailureClass, ProgError, ProgResult};
+use crate::part::Part;
+use crate::programmer::{Programmer, ProgrammerKind, SimProgrammer};
+use crate::sim::SimOptions;
+
+/// Everything needed to build one programmer driver.
+#[derive(Debug, Clone)]
+pub struct ProgrammerSpec {
+    pub kind: ProgrammerKind,
+    /// Serial device (`avrisp`, `arduino`, `buspirate`, `avrdude -P`).
+    pub port: Option<PathBuf>,
+    /// Serial line rate (driver default when `None`).
+    pub baud: Option<u32>,
+    /// USB selector (`serial:0001A2`, `bus-port:1-4.2`…) for `usbasp`/`usbtiny`.
+    pub usb: Option<String>,
+    /// avrdude's `-c` programmer id for the `avrdude` fallback.
+    pub avrdude_programmer: Option<String>,
+    /// Simulated target options for `sim`.
+    pub sim: SimOptions,
+    /// Slot or user-given name; the `sim` identity is `sim:NAME`.
+    pub name: String,
+}
+
+impl ProgrammerSpec {
+    /// A spec of `kind` with nothing else set.
+    pub fn new(kind: ProgrammerKind, name: impl Into<String>) -> Self {
+        ProgrammerSpec {
+            kind,
+            port: None,
+            baud: None,
+            usb: None,
+            avrdude_programmer: None,
+            sim: SimOptions::default(),
+            name: name.into(),
+        }
+    }
+
+    /// An in-process simulated programmer.
+    pub fn sim(name: impl Into<String>, opts: SimOptions) -> Self {
+        ProgrammerSpec { sim: opts, ..Self::new(ProgrammerKind::Sim, name) }
+    }
+}
+
+/// Build the driver for `spec`, for a target of type `part` (the simulated chip of a `sim`
+/// programmer is a `part`).
+pub async fn open(spec: &ProgrammerSpec, part: &'static Part) -> ProgResult<Box<dyn Programmer>> {
+    match spec.kind {
+        ProgrammerKind::Sim => Ok(Box::new(SimProgrammer::new(part, spec.sim.clone(), spec.name.clone()))),
+        ProgrammerKind::Avrisp | ProgrammerKind::Arduino | ProgrammerKind::Avrdude => not_in_build(spec.kind),
+        ProgrammerKind::Usbasp | ProgrammerKind::Usbtiny | ProgrammerKind::Buspirate => not_in_build(spec.kind),
+    }
+}
+
+fn not_in_build(kind: ProgrammerKind) -> ProgResult<Box<dyn Programmer>> {
+    Err(ProgError::new(
+        FailureClass::ProgrammerOpen,
+        format!("programmer {kind} is not available in this build"),
+    ))
+}
