@@ -52,6 +52,15 @@ fn timeout_for(n: usize, sck_hz: u32) -> Duration {
     Duration::from_millis(1000) + Duration::from_micros(spi_us * 2) + Duration::from_millis(10 * (n as u64 / 64 + 1))
 }
 
+/// `93.75 kHz`, `375 kHz`, `8 kHz`.
+pub(crate) fn fmt_hz(hz: u32) -> String {
+    if hz % 1000 == 0 {
+        format!("{} kHz", hz / 1000)
+    } else {
+        format!("{} kHz", hz as f64 / 1000.0)
+    }
+}
+
 /// USBasp driver over any [`UsbTransport`].
 pub struct Usbasp<T: UsbTransport> {
     usb: T,
@@ -61,22 +70,18 @@ pub struct Usbasp<T: UsbTransport> {
     /// The firmware's auto-incrementing address once SETLONGADDRESS put it in "new mode".
     fw_address: Option<u32>,
     capabilities: u32,
+    notes: Vec<String>,
 }
 
 impl<T: UsbTransport> Usbasp<T> {
     pub fn new(usb: T) -> Self {
-        Usbasp { usb, start_rung: 0, sck_hz: SCK_LADDER[0].1, fw_address: None, capabilities: 0 }
+        Usbasp { usb, start_rung: 0, sck_hz: SCK_LADDER[0].1, fw_address: None, capabilities: 0, notes: Vec::new() }
     }
 
     /// Start the SCK ladder at (or below) `hz` instead of 375 kHz.
     pub fn with_max_sck(mut self, hz: u32) -> Self {
         self.start_rung = SCK_LADDER.iter().position(|(_, f)| *f <= hz).unwrap_or(SCK_LADDER.len() - 1);
         self
-    }
-
-    /// SCK in use after [`Programmer::enter_progmode`].
-    pub fn sck_hz(&self) -> u32 {
-        self.sck_hz
     }
 
     pub fn transport(&self) -> &T {
@@ -173,6 +178,10 @@ impl<T: UsbTransport> Programmer for Usbasp<T> {
             let r = self.cin("programming enable", req::ENABLEPROG, [0; 4], 4).await?;
             if r.len() == 1 && r[0] == 0 {
                 tracing::debug!(sck_hz = hz, "usbasp in programming mode");
+                let first = SCK_LADDER[self.start_rung].1;
+                if hz != first {
+                    self.notes.push(format!("lowered SCK to {} (target did not answer at {})", fmt_hz(hz), fmt_hz(first)));
+                }
                 return Ok(());
             }
             tracing::debug!(sck_hz = hz, "usbasp: no sync, trying slower SCK");
@@ -195,6 +204,14 @@ impl<T: UsbTransport> Programmer for Usbasp<T> {
 
     fn read_block_size(&self) -> usize {
         MAX_BLOCK * 8
+    }
+
+    fn sck_hz(&self) -> Option<u32> {
+        Some(self.sck_hz)
+    }
+
+    fn take_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notes)
     }
 
     async fn chip_erase(&mut self, part: &'static Part) -> ProgResult<()> {

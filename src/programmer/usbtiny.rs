@@ -49,11 +49,12 @@ pub struct Usbtiny<T: UsbTransport> {
     usb: T,
     start_rung: usize,
     sck_period: u8,
+    notes: Vec<String>,
 }
 
 impl<T: UsbTransport> Usbtiny<T> {
     pub fn new(usb: T) -> Self {
-        Usbtiny { usb, start_rung: 0, sck_period: SCK_PERIOD_LADDER[0] }
+        Usbtiny { usb, start_rung: 0, sck_period: SCK_PERIOD_LADDER[0], notes: Vec::new() }
     }
 
     /// Start the ladder at a period of at least `us` µs (avrdude's `-B`).
@@ -138,6 +139,10 @@ impl<T: UsbTransport> Programmer for Usbtiny<T> {
                 last = self.spi(isp::PROG_ENABLE).await?;
                 if isp::prog_enable_ok(&last) {
                     tracing::debug!(sck_period_us = period, "usbtiny in programming mode");
+                    let first = SCK_PERIOD_LADDER[self.start_rung];
+                    if period != first {
+                        self.notes.push(format!("lowered SCK to a {period} µs period (target did not answer at {first} µs)"));
+                    }
                     return Ok(());
                 }
                 // Out of sync: pulse RESET and try again.
@@ -172,6 +177,14 @@ impl<T: UsbTransport> Programmer for Usbtiny<T> {
 
     fn read_block_size(&self) -> usize {
         CHUNK_SIZE * 16
+    }
+
+    fn sck_hz(&self) -> Option<u32> {
+        Some(1_000_000 / self.sck_period.max(1) as u32)
+    }
+
+    fn take_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notes)
     }
 
     async fn chip_erase(&mut self, part: &'static Part) -> ProgResult<()> {
