@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use crate::error::{FailureClass, ProgError, ProgResult};
 use crate::part::Part;
 use crate::programmer::stk500::Stk500Programmer;
-use crate::programmer::{Programmer, ProgrammerKind, SimProgrammer};
+use crate::programmer::{Programmer, ProgrammerInfo, ProgrammerKind, SimProgrammer};
 use crate::sim::SimOptions;
 
 /// Everything needed to build one programmer driver.
@@ -47,6 +47,20 @@ impl ProgrammerSpec {
     /// An in-process simulated programmer.
     pub fn sim(name: impl Into<String>, opts: SimOptions) -> Self {
         ProgrammerSpec { sim: opts, ..Self::new(ProgrammerKind::Sim, name) }
+    }
+
+    /// Who this programmer will be, for records, before (or without) opening it: `sim:NAME`,
+    /// the tty path, or the USB selector. Drivers may report a more precise identity once open.
+    pub fn info(&self) -> ProgrammerInfo {
+        let identity = match self.kind {
+            ProgrammerKind::Sim => format!("sim:{}", self.name),
+            _ => match (&self.port, &self.usb) {
+                (Some(p), _) => p.display().to_string(),
+                (None, Some(u)) => format!("usb:{u}"),
+                (None, None) => self.name.clone(),
+            },
+        };
+        ProgrammerInfo { kind: self.kind, identity }
     }
 }
 
