@@ -18,14 +18,20 @@
 //! | [`station`] | station config, scan intake, slot supervisor, station events |
 //! | [`sim`] | simulated AVR target and programmer emulators |
 //! | [`error`] | failure classes and operator-facing errors |
+//! | [`db`] | records: attempts, steps, units in SQLite/PostgreSQL |
 
+pub mod bootloader;
+pub mod build;
+pub mod db;
 pub mod error;
+pub mod fuse;
 pub mod hex;
 pub mod image;
 pub mod isp;
 pub mod job;
 pub mod part;
 pub mod programmer;
+pub mod recipe;
 pub mod sim;
 pub mod station;
 pub mod verify;
