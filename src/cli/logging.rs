@@ -11,7 +11,7 @@ pub struct LogGuard(#[allow(dead_code)] Option<std::sync::Arc<std::fs::File>>);
 
 /// Install the global subscriber. Safe to call once per process.
 pub fn init_logging(json_file: Option<&Path>) -> anyhow::Result<LogGuard> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("error"));
     let stderr_layer = fmt::layer().with_writer(std::io::stderr).with_target(false);
     let (json_layer, guard) = match json_file {
         Some(p) => {

@@ -24,7 +24,8 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::build::Production;
-use crate::db::{AttemptOutcome, Db, NewAttempt, StepRecord};
+use crate::db::{AttemptOutcome, AttemptResult, Db, NewAttempt, StepRecord};
+use crate::recipe::{SerialMemory, SerialWrite};
 use crate::error::FailureClass;
 use crate::job::{self, JobEvent, JobPlan, JobReport, JobResult};
 use crate::programmer::{self, Programmer, ProgrammerKind, ProgrammerSpec};
@@ -129,6 +130,7 @@ struct Shared {
     totals: Totals,
     units_seen: HashSet<String>,
     units_passed: HashSet<String>,
+    attempts_by_unit: std::collections::HashMap<String, i64>,
 }
 
 /// A running station.
@@ -153,10 +155,7 @@ impl Supervisor {
     /// Recover interrupted attempts, open every programmer (in parallel) and start the slots.
     pub async fn start(station: Station, production: Arc<Production>, db: Db, operator: String) -> Result<Supervisor, StationError> {
         let station = Arc::new(station);
-        let serial_pattern = match production.serial.as_ref().and_then(|s| s.pattern.as_deref()) {
-            Some(p) => Some(regex::Regex::new(p).map_err(|e| StationError::Config(format!("serial pattern '{p}': {e}")))?),
-            None => None,
-        };
+        let serial_pattern = production.serial.as_ref().and_then(|s| s.pattern.clone());
         let recovered = db.recover_interrupted(&station.name).await.map_err(|e| StationError::Db(e.to_string()))?;
         if recovered > 0 {
             tracing::warn!(recovered, station = %station.name, "attempts left running by a previous crash were marked interrupted");
@@ -170,12 +169,9 @@ impl Supervisor {
             totals: Totals::default(),
             units_seen: HashSet::new(),
             units_passed: HashSet::new(),
+            attempts_by_unit: Default::default(),
         }));
-        let recipe_name = production
-            .recipe_path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| production.recipe.sku.clone());
+        let recipe_name = recipe_name(&production.recipe_path, &production.recipe.sku);
         let _ = events.send(StationEvent::Started {
             station: station.name.clone(),
             sku: production.recipe.sku.clone(),
@@ -266,8 +262,9 @@ impl Supervisor {
         }
         if let Some(re) = &self.serial_pattern {
             if !re.is_match(&serial) {
+                let shown = self.production.serial.as_ref().and_then(|s| s.pattern_str()).unwrap_or(re.as_str()).to_string();
                 return self
-                    .reject(raw, want.as_deref(), format!("serial '{serial}' does not match the recipe's pattern {}: scan the board's label again", re.as_str()))
+                    .reject(raw, want.as_deref(), format!("serial '{serial}' does not match the recipe's pattern {shown}: scan the board's label again"))
                     .await;
             }
         }
@@ -438,7 +435,7 @@ async fn run_unit(ctx: &SlotCtx, prog: &mut Option<Box<dyn Programmer>>, serial:
     let new = NewAttempt {
         serial: serial.to_string(),
         sku: p.recipe.sku.clone(),
-        recipe_name: ctx.recipe_name.clone(),
+        recipe: ctx.recipe_name.clone(),
         recipe_sha256: p.recipe_sha256.clone(),
         image_sha256: p.image_sha256.clone(),
         station: ctx.station.name.clone(),
@@ -448,7 +445,7 @@ async fn run_unit(ctx: &SlotCtx, prog: &mut Option<Box<dyn Programmer>>, serial:
         operator: ctx.operator.clone(),
         started_at,
     };
-    let begun = match ctx.db.begin_attempt(&new).await {
+    let attempt_id = match ctx.db.begin_attempt(&new).await {
         Ok(b) => b,
         Err(e) => {
             // Never program a board we cannot record.
@@ -466,9 +463,13 @@ async fn run_unit(ctx: &SlotCtx, prog: &mut Option<Box<dyn Programmer>>, serial:
             return Some(msg);
         }
     };
-    let attempt_id = begun.id;
-    let attempt_no = begun.attempt_number;
-    let _ = ctx.events.send(StationEvent::JobStarted { slot: ctx.slot.name.clone(), serial: serial.to_string(), attempt: attempt_no, attempt_id });
+    let attempt_no = {
+        let mut sh = ctx.shared.lock().unwrap();
+        let n = sh.attempts_by_unit.entry(serial.to_string()).or_insert(0);
+        *n += 1;
+        *n
+    };
+    let _ = ctx.events.send(StationEvent::JobStarted { slot: ctx.slot.name.clone(), serial: serial.to_string(), attempt: attempt_no, attempt_id: attempt_id.0 });
 
     // Plan: the production image, plus this unit's serial number when the recipe writes one.
     let mut plan = JobPlan::new(p.part, p.image.clone());
@@ -477,17 +478,19 @@ async fn run_unit(ctx: &SlotCtx, prog: &mut Option<Box<dyn Programmer>>, serial:
     plan.verify = p.verify;
     let mut serial_number = None;
     let mut setup_error = None;
-    if let Some(w) = p.serial.as_ref().and_then(|s| s.write.as_ref()) {
-        match ctx.db.reserve_serial(&p.recipe.sku, w.start).await {
-            Ok(n) => match w.render(n) {
-                Ok(bytes) => {
-                    serial_number = Some(n);
-                    if let Err(e) = w.apply(&mut plan, &bytes) {
-                        setup_error = Some(e);
+    if let Some((rule, w)) = p.serial.as_ref().and_then(|s| s.write.as_ref().map(|w| (s, w))) {
+        match ctx.db.reserve_serial_for(attempt_id, &p.recipe.sku, w.start).await {
+            Ok(n) => {
+                serial_number = Some(n);
+                match rule.render(n) {
+                    Ok(bytes) => {
+                        if let Err(e) = apply_serial(&mut plan, w, &bytes) {
+                            setup_error = Some(e);
+                        }
                     }
+                    Err(e) => setup_error = Some(e.to_string()),
                 }
-                Err(e) => setup_error = Some(e.to_string()),
-            },
+            }
             Err(e) => setup_error = Some(format!("database: could not reserve a serial number: {e}")),
         }
     }
@@ -550,19 +553,25 @@ async fn run_unit(ctx: &SlotCtx, prog: &mut Option<Box<dyn Programmer>>, serial:
     let passed = result == JobResult::Pass;
     let steps: Vec<StepRecord> = report
         .as_ref()
-        .map(|r| r.steps.iter().map(|s| StepRecord { step: s.step.name().to_string(), ms: s.ms as i64, ok: s.ok, detail: None }).collect())
+        .map(|r| r.steps.iter().map(|s| StepRecord { name: s.step.name().to_string(), ms: s.ms, ok: s.ok, detail: String::new() }).collect())
         .unwrap_or_default();
     let outcome = AttemptOutcome {
-        result: result.as_str().to_string(),
+        result: match result {
+            JobResult::Pass => AttemptResult::Pass,
+            JobResult::Fail => AttemptResult::Fail,
+            JobResult::Error => AttemptResult::Error,
+        },
         failure_class: class.map(|c| c.as_str().to_string()),
         message: message.clone(),
         signature: report.as_ref().and_then(|r| r.signature.clone()),
-        fuses_before: report.as_ref().map(|r| fmt_fuses(&r.fuses_before, r.lock_before)),
-        fuses_after: report.as_ref().map(|r| fmt_fuses(&r.fuses_after, r.lock_after)),
-        bytes_written: report.as_ref().map(|r| r.bytes_written as i64).unwrap_or(0),
+        fuses_before: report.as_ref().and_then(|r| opt_fuses(&r.fuses_before)),
+        fuses_after: report.as_ref().and_then(|r| opt_fuses(&r.fuses_after)),
+        lock_before: report.as_ref().and_then(|r| r.lock_before.map(|l| format!("{l:02X}"))),
+        lock_after: report.as_ref().and_then(|r| r.lock_after.map(|l| format!("{l:02X}"))),
+        bytes_written: report.as_ref().map(|r| r.bytes_written).unwrap_or(0),
         finished_at: Utc::now(),
-        cycle_ms: cycle_ms as i64,
-        serial_number: if passed { serial_number.map(|n| n as i64) } else { None },
+        cycle_ms,
+        serial_number,
     };
     // Record, retrying a little: the result must be committed before the slot shows it.
     let mut recorded = Err(String::new());
@@ -650,11 +659,39 @@ async fn run_unit(ctx: &SlotCtx, prog: &mut Option<Box<dyn Programmer>>, serial:
     None
 }
 
-/// `L:5E H:D9 E:F3 LOCK:2F`, the form records keep.
-pub fn fmt_fuses(f: &crate::part::FuseSet, lock: Option<u8>) -> String {
-    let mut s = f.to_string();
-    if let Some(l) = lock {
-        s.push_str(&format!(" LOCK:{l:02X}"));
+/// `L:5E H:D9 E:F3`, the form records keep; `None` when nothing was read.
+fn opt_fuses(f: &crate::part::FuseSet) -> Option<String> {
+    (!f.is_empty()).then(|| f.to_string())
+}
+
+/// Put a rendered serial number into the job: EEPROM bytes become the job's EEPROM image,
+/// flash bytes join the flash image (the recipe check keeps them clear of the image's data).
+fn apply_serial(plan: &mut JobPlan, w: &SerialWrite, bytes: &[u8]) -> Result<(), String> {
+    match w.memory {
+        SerialMemory::Eeprom => {
+            let mut im = plan.eeprom.take().unwrap_or_default();
+            im.insert(w.address, bytes).map_err(|c| format!("serial number overlaps EEPROM data at 0x{:04X}", c.addr))?;
+            plan.eeprom = Some(im);
+        }
+        SerialMemory::Flash => {
+            plan.image
+                .insert(w.address, bytes)
+                .map_err(|c| format!("serial number overlaps image data at 0x{:05X}", c.addr))?;
+        }
     }
-    s
+    Ok(())
+}
+
+/// The name records use for a recipe: its file stem, or its folder for `…/NAME/recipe.yaml`.
+pub fn recipe_name(path: &std::path::Path, sku: &str) -> String {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    if stem.is_empty() {
+        return sku.to_string();
+    }
+    if stem.eq_ignore_ascii_case("recipe") {
+        if let Some(dir) = path.canonicalize().ok().and_then(|p| p.parent().and_then(|d| d.file_name()).map(|d| d.to_string_lossy().into_owned())) {
+            return dir;
+        }
+    }
+    stem
 }
