@@ -4,6 +4,7 @@
 pub mod build;
 pub mod logging;
 pub mod run;
+pub mod flash;
 pub mod sim;
 
 pub use logging::init_logging;
