@@ -35,6 +35,8 @@ enum Command {
     /// Simulation: emulated programmers with a simulated target.
     #[command(subcommand)]
     Sim(cli::sim::SimCommand),
+    /// Run a recipe on a station: scan boards, flash them in parallel, record every attempt.
+    Run(cli::run::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         Command::Bootloaders => cli::build::bootloaders(),
         Command::Fuses(c) => cli::build::fuses(c),
         Command::Sim(c) => cli::sim::run(c),
+        Command::Run(a) => cli::run::run(a),
         Command::Flash(a) => cli::flash::flash(a),
         Command::Read(a) => cli::flash::read(a),
     };
