@@ -19,7 +19,9 @@
 //! | [`sim`] | simulated AVR target and programmer emulators |
 //! | [`error`] | failure classes and operator-facing errors |
 //! | [`db`] | records: attempts, steps, units in SQLite/PostgreSQL |
+//! | [`bench`] | speed benchmarks: cycle vs protocol bound, vs avrdude, scaling, build |
 
+pub mod bench;
 pub mod bootloader;
 pub mod build;
 pub mod db;
