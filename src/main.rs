@@ -27,6 +27,8 @@ enum Command {
     /// Fuse tools: decode fuse bytes into words.
     #[command(subcommand)]
     Fuses(cli::build::FusesCommand),
+    /// List attached programmers (USB and serial) with how to select each and access status.
+    Programmers(cli::programmers::ProgrammersArgs),
     /// Simulation: emulated programmers with a simulated target.
     #[command(subcommand)]
     Sim(cli::sim::SimCommand),
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Command::Bootloaders => cli::build::bootloaders(),
         Command::Fuses(c) => cli::build::fuses(c),
         Command::Sim(c) => cli::sim::run(c),
+        Command::Programmers(a) => cli::programmers::run(a),
     };
     match result {
         Ok(code) => code,

@@ -2,6 +2,7 @@
 //! the library underneath never touches the terminal.
 
 pub mod build;
+pub mod programmers;
 pub mod sim;
 
 /// Print an error chain once, for an operator: the message, then each cause on its own line.
