@@ -64,7 +64,12 @@ pub async fn open(spec: &ProgrammerSpec, part: &'static Part) -> ProgResult<Box<
                 Box::new(crate::programmer::usbtiny::Usbtiny::new(usb))
             })
         }
-        ProgrammerKind::Buspirate => not_in_build(spec.kind),
+        ProgrammerKind::Buspirate => {
+            let port = spec.port.as_ref().ok_or_else(|| {
+                ProgError::new(FailureClass::Config, "buspirate needs --port: the Bus Pirate's serial device (e.g. /dev/ttyUSB0; see `flashline programmers`)")
+            })?;
+            Ok(Box::new(crate::programmer::buspirate::BusPirate::new(port.clone(), spec.baud)))
+        }
     }
 }
 
