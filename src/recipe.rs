@@ -304,20 +304,66 @@ impl Recipe {
 
 // ---- value deserializers (errors raised here carry line and column) --------------------------
 
-fn de_sku<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let s = String::deserialize(d)?;
-    if s.trim().is_empty() {
-        return Err(de::Error::custom("sku is empty"));
+/// A scalar as YAML gave it.
+enum Scalar {
+    Str(String),
+    Int(i128),
+}
+
+/// Visitor that checks a scalar while serde_yaml still knows where it is, so the error
+/// carries the value's own line and column.
+struct Check<F>(&'static str, F);
+
+impl<T, F: FnOnce(Scalar) -> Result<T, String>> Visitor<'_> for Check<F> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.0)
     }
-    Ok(s)
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.1)(Scalar::Str(v.to_string())).map_err(E::custom)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        (self.1)(Scalar::Int(v as i128)).map_err(E::custom)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+        (self.1)(Scalar::Int(v as i128)).map_err(E::custom)
+    }
+}
+
+fn string_of(s: Scalar) -> String {
+    match s {
+        Scalar::Str(s) => s,
+        Scalar::Int(i) => i.to_string(),
+    }
+}
+
+fn de_sku<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    d.deserialize_any(Check("an SKU name", |s| {
+        let s = string_of(s);
+        if s.trim().is_empty() {
+            Err("empty".to_string())
+        } else {
+            Ok(s)
+        }
+    }))
 }
 
 fn de_mcu<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let s = String::deserialize(d)?;
-    match part::find(&s) {
-        Some(p) => Ok(p.id.to_string()),
-        None => Err(de::Error::custom(format!("unknown mcu '{s}' (known: {})", part::ids().join(", ")))),
-    }
+    d.deserialize_any(Check("a part name such as atmega32u4", |s| {
+        let s = string_of(s);
+        part::find(&s)
+            .map(|p| p.id.to_string())
+            .ok_or_else(|| format!("unknown part '{s}' (known: {})", part::ids().join(", ")))
+    }))
+}
+
+fn de_catalog<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    d.deserialize_any(Check("a bootloader catalog name", |s| {
+        let s = string_of(s);
+        bootloader::find(&s)
+            .map(|b| Some(b.name.to_string()))
+            .ok_or_else(|| format!("unknown bootloader catalog entry '{s}' (see `flashline bootloaders`)"))
+    }))
 }
 
 /// A byte written as `0x5E`, `94`, `0b01011110` or a YAML integer.
@@ -384,29 +430,31 @@ fn de_fuses<'de, D: Deserializer<'de>>(d: D) -> Result<Option<FuseSet>, D::Error
 }
 
 fn de_record_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    match d.deserialize_any(ByteVisitor(0xFF))? {
-        16 => Ok(16),
-        32 => Ok(32),
-        v => Err(de::Error::custom(format!("record_size must be 16 or 32, not {v}"))),
-    }
+    d.deserialize_any(Check("16 or 32", |s| match s {
+        Scalar::Int(16) => Ok(16),
+        Scalar::Int(32) => Ok(32),
+        other => Err(format!("must be 16 or 32, not {}", string_of(other))),
+    }))
 }
 
 fn de_opt_sha<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    let s = String::deserialize(d)?;
-    let t = s.trim().to_ascii_lowercase();
-    if t.len() != 64 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(de::Error::custom(format!(
-            "'{s}' is not a SHA-256 (64 hex digits, as `sha256sum FILE` prints)"
-        )));
-    }
-    Ok(Some(t))
+    d.deserialize_any(Check("a SHA-256 in hex", |s| {
+        let s = string_of(s);
+        let t = s.trim().to_ascii_lowercase();
+        if t.len() != 64 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("'{s}' is not a SHA-256 (64 hex digits, as `sha256sum FILE` prints)"));
+        }
+        Ok(Some(t))
+    }))
 }
 
 fn de_opt_regex<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Regex>, D::Error> {
-    let s = String::deserialize(d)?;
-    Regex::new(&format!("^(?:{s})$"))
-        .map(Some)
-        .map_err(|e| de::Error::custom(format!("serial.pattern is not a valid regex: {e}")))
+    d.deserialize_any(Check("a regular expression", |s| {
+        let s = string_of(s);
+        Regex::new(&format!("^(?:{s})$"))
+            .map(Some)
+            .map_err(|e| format!("not a valid regex: {e}"))
+    }))
 }
 
 impl<'de> Deserialize<'de> for BootloaderSpec {
@@ -415,7 +463,7 @@ impl<'de> Deserialize<'de> for BootloaderSpec {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Map {
-            #[serde(default)]
+            #[serde(default, deserialize_with = "de_catalog")]
             catalog: Option<String>,
             #[serde(default)]
             file: Option<PathBuf>,
@@ -430,17 +478,7 @@ impl<'de> Deserialize<'de> for BootloaderSpec {
             }
             fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<BootloaderSpec, A::Error> {
                 let m = Map::deserialize(de::value::MapAccessDeserializer::new(m))?;
-                let catalog = match m.catalog {
-                    None => None,
-                    Some(name) => match bootloader::find(&name) {
-                        Some(b) => Some(b.name.to_string()),
-                        None => {
-                            return Err(de::Error::custom(format!(
-                                "unknown bootloader catalog entry '{name}' (see `flashline bootloaders`)"
-                            )))
-                        }
-                    },
-                };
+                let catalog = m.catalog;
                 let Some(file) = m.file else {
                     return Err(de::Error::custom(
                         "bootloader.file is missing: the catalog gives fuses and checks, the bootloader image comes from a file",

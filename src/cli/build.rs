@@ -117,7 +117,7 @@ pub fn build(a: BuildArgs) -> anyhow::Result<ExitCode> {
     let out = a.output.clone().unwrap_or_else(|| p.default_output());
     p.write(&out).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
     summary(&p);
-    println!("wrote {} ({} bytes of data, {} records of {} bytes)", out.display(), p.image.len(), p.hex.lines().count(), p.recipe.record_size);
+    println!("wrote {} ({} bytes of data, {} lines, {}-byte records)", out.display(), p.image.len(), p.hex.lines().count(), p.recipe.record_size);
     println!("sha256 {}  {}", p.image_sha256, out.display());
     Ok(ExitCode::SUCCESS)
 }
