@@ -30,6 +30,11 @@ enum Command {
     /// Simulation: emulated programmers with a simulated target.
     #[command(subcommand)]
     Sim(cli::sim::SimCommand),
+    /// Show a unit's full history: every attempt on every station, every step.
+    Unit(cli::unit::UnitArgs),
+    /// Reports over the records: yield, unit CSV export.
+    #[command(subcommand)]
+    Report(cli::report::ReportCommand),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +46,8 @@ fn main() -> ExitCode {
         Command::Bootloaders => cli::build::bootloaders(),
         Command::Fuses(c) => cli::build::fuses(c),
         Command::Sim(c) => cli::sim::run(c),
+        Command::Unit(a) => cli::unit::run(a),
+        Command::Report(c) => cli::report::run(c),
     };
     match result {
         Ok(code) => code,

@@ -2,7 +2,9 @@
 //! the library underneath never touches the terminal.
 
 pub mod build;
+pub mod report;
 pub mod sim;
+pub mod unit;
 
 /// Print an error chain once, for an operator: the message, then each cause on its own line.
 pub fn print_error(e: &anyhow::Error) {
