@@ -94,8 +94,12 @@ impl Image {
     }
 
     fn overlapping(&self, start: u64, end: u64) -> impl Iterator<Item = (u64, &Vec<u8>)> {
+        // Segments starting below `end` (clamped to the 32-bit address space; an empty
+        // range when `end` is 0).
+        let last = end.saturating_sub(1).min(u32::MAX as u64) as u32;
         self.segs
-            .range(..end.min(u32::MAX as u64 + 1) as u32)
+            .range(..=last)
+            .filter(move |_| end > 0)
             .rev()
             .take_while(move |(a, b)| **a as u64 + b.len() as u64 > start)
             .map(|(a, b)| (*a as u64, b))
@@ -237,5 +241,9 @@ mod tests {
         b.insert(0x18, &[1; 0x10]).unwrap();
         assert_eq!(a.overlaps(&b), vec![0x18..0x20]);
         assert_eq!(a.slice(0x10..0x40).ranges(), vec![0x10..0x20]);
+        // Open-ended slices reach the top of the address space.
+        b.insert(0xFFFF_FFF0, &[2; 0x10]).unwrap();
+        assert_eq!(b.slice(0x20..u64::MAX).ranges(), vec![0x20..0x28, 0xFFFF_FFF0..0x1_0000_0000]);
+        assert!(b.slice(0..0).is_empty());
     }
 }

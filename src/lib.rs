@@ -20,14 +20,18 @@
 //! | [`db`] | records: attempts, steps, units in SQLite/PostgreSQL |
 //! | [`report`] | yield reports, unit CSV export, charts |
 
+pub mod bootloader;
+pub mod build;
 pub mod db;
 pub mod report;
 pub mod error;
+pub mod fuse;
 pub mod hex;
 pub mod image;
 pub mod isp;
 pub mod job;
 pub mod part;
 pub mod programmer;
+pub mod recipe;
 pub mod sim;
 pub mod verify;

@@ -4,6 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use flashline::build::{self, Production};
+use flashline::image::{Image, StartAddress};
+use flashline::part::{FuseKind, FuseSet};
+use flashline::{bootloader, fuse};
 
 #[derive(Args)]
 pub struct BuildArgs {
@@ -48,24 +52,154 @@ pub fn parse_u8(s: &str) -> Result<u8, String> {
     r.map_err(|_| format!("'{s}' is not a byte (write 0x5E, 94 or 0b01011110)"))
 }
 
-pub fn build(_a: BuildArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("build: being implemented")
+fn summary(p: &Production) {
+    let r = &p.recipe;
+    println!("{} ({}) from {}", r.sku, p.part.name, p.recipe_path.display());
+    let show = |role: &str, path: &std::path::Path, sha: &str, im: &Image| {
+        println!(
+            "  {role:<10} {}  {}  {} bytes  sha256 {sha}",
+            path.display(),
+            fmt_ranges(&im.ranges()),
+            im.len()
+        );
+    };
+    show("firmware", &p.firmware_path, &p.firmware_sha256, &p.firmware_image);
+    if let (Some(path), Some(sha), Some(im)) = (&p.bootloader_path, &p.bootloader_sha256, &p.bootloader_image) {
+        show("bootloader", path, sha, im);
+        if let Some(e) = p.bootloader_entry {
+            let usb = e.usb.map(|u| format!(", USB {u}")).unwrap_or_default();
+            println!("  {:<10} {}: {}{usb}", "catalog", e.name, e.description);
+        }
+    }
+    let start = match p.image.start {
+        Some(StartAddress::Segment { cs, ip }) => format!("{cs:04X}:{ip:04X}"),
+        Some(StartAddress::Linear(a)) => format!("0x{a:08X}"),
+        None => "none".into(),
+    };
+    println!("  {:<10} {}; {} bytes; start address {start}", "image", fmt_ranges(&p.image.ranges()), p.image.len());
+    println!("  {:<10} {}", "boot", p.boot);
+    println!(
+        "  {:<10} {}  lock {}  clock {}  verify {}",
+        "fuses",
+        p.fuses,
+        p.lock.map(|l| format!("0x{l:02X}")).unwrap_or_else(|| "-".into()),
+        p.clock.map(|c| c.name()).unwrap_or("-"),
+        p.verify.name()
+    );
+    if let Some(s) = &p.serial {
+        if let Some(pat) = s.pattern_str() {
+            println!("  {:<10} barcodes must match {pat}", "serial");
+        }
+        if let Some(w) = &s.write {
+            println!(
+                "  {:<10} {:?} at {} 0x{:X}, {} bytes, first {}",
+                "serial no.",
+                w.format,
+                w.memory.name(),
+                w.address,
+                w.byte_len(),
+                w.start
+            );
+        }
+    }
 }
-pub fn check(_a: CheckArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("check: being implemented")
+
+fn fmt_ranges(r: &[std::ops::Range<u64>]) -> String {
+    if r.is_empty() {
+        return "(empty)".into();
+    }
+    r.iter().map(|r| format!("0x{:04X}..0x{:04X}", r.start, r.end - 1)).collect::<Vec<_>>().join(", ")
 }
+
+/// `flashline build RECIPE [-o OUT.hex]`
+pub fn build(a: BuildArgs) -> anyhow::Result<ExitCode> {
+    let p = build::prepare(&a.recipe)?;
+    let out = a.output.clone().unwrap_or_else(|| p.default_output());
+    p.write(&out).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+    summary(&p);
+    println!("wrote {} ({} bytes of data, {} lines, {}-byte records)", out.display(), p.image.len(), p.hex.lines().count(), p.recipe.record_size);
+    println!("sha256 {}  {}", p.image_sha256, out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `flashline check RECIPE`
+pub fn check(a: CheckArgs) -> anyhow::Result<ExitCode> {
+    let p = build::prepare(&a.recipe)?;
+    summary(&p);
+    println!("ok: {} passes every check (production image sha256 {})", p.recipe.sku, p.image_sha256);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `flashline parts`
 pub fn parts() -> anyhow::Result<ExitCode> {
+    println!("{:<12} {:<12} {:<8} {:>7} {:>5} {:>7}  boot sections (BOOTSZ 00/01/10/11)", "id", "name", "sig", "flash", "page", "eeprom");
     for p in flashline::part::PARTS {
         println!(
-            "{:<12} {:<12} sig {:02X}{:02X}{:02X}  flash {:>6} B (page {:>3})  eeprom {:>4} B",
-            p.id, p.name, p.signature[0], p.signature[1], p.signature[2], p.flash_size, p.flash_page_size, p.eeprom_size
+            "{:<12} {:<12} {:02X}{:02X}{:02X}   {:>7} {:>5} {:>7}  {}",
+            p.id,
+            p.name,
+            p.signature[0],
+            p.signature[1],
+            p.signature[2],
+            p.flash_size,
+            p.flash_page_size,
+            p.eeprom_size,
+            p.boot_sizes.iter().map(|b| b.to_string()).collect::<Vec<_>>().join("/")
         );
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `flashline bootloaders`
 pub fn bootloaders() -> anyhow::Result<ExitCode> {
-    anyhow::bail!("bootloaders: being implemented")
+    println!("{:<28} {:<12} {:<11} {:<14} {:<9} {:<15} description", "name", "family", "mcu", "fuses", "usb", "location");
+    for b in bootloader::CATALOG {
+        println!(
+            "{:<28} {:<12} {:<11} {:<14} {:<9} {:<15} {}{}",
+            b.name,
+            b.family.name(),
+            b.mcu,
+            b.fuses.to_string(),
+            b.usb.map(|u| u.to_string()).unwrap_or_else(|| "-".into()),
+            format!("0x{:04X}+{}", b.start, b.size),
+            b.description,
+            if b.with_sketch { " (published hex includes a sketch)" } else { "" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
-pub fn fuses(_c: FusesCommand) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("fuses: being implemented")
+
+/// `flashline fuses decode --mcu M [--low X] [--high X] [--extended X]`
+pub fn fuses(c: FusesCommand) -> anyhow::Result<ExitCode> {
+    let FusesCommand::Decode { mcu, low, high, extended } = c;
+    let part = flashline::part::find(&mcu)
+        .ok_or_else(|| anyhow::anyhow!("unknown mcu '{mcu}' (known: {})", flashline::part::ids().join(", ")))?;
+    let set = FuseSet { low, high, extended };
+    if set.is_empty() {
+        anyhow::bail!("give at least one of --low, --high, --extended");
+    }
+    flashline::fuse::check_fits(part, &set).map_err(|e| anyhow::anyhow!(e))?;
+    println!("{} fuses {}", part.name, set);
+    for f in fuse::decode(part, set) {
+        println!("  {f}");
+    }
+    for k in FuseKind::ALL {
+        if let (Some(v), Some(mask)) = (set.get(k), part.fuse_masks.get(k)) {
+            if mask != 0xFF {
+                println!(
+                    "  note: {k} fuse bits {:08b} do not exist on the {} and read back as anything (0x{v:02X} & 0x{mask:02X} = 0x{:02X} is what counts)",
+                    !mask,
+                    part.name,
+                    v & mask
+                );
+            }
+        }
+    }
+    let clock = set.low.map(|l| fuse::clock_class(part, l));
+    if let Err(e) = fuse::check_safety(part, &set, clock, &[]) {
+        for p in e.problems {
+            println!("  WARNING ({}): {}", p.hazard, p.message);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,11 @@
 //! four-byte ISP instruction), so a driver only overrides what its protocol does better
 //! (paged writes, block reads).
 
+pub mod list;
+pub mod usb;
+pub mod usbasp;
+pub mod usbtiny;
+
 use std::time::Duration;
 
 use async_trait::async_trait;

@@ -55,7 +55,37 @@ pub async fn open(spec: &ProgrammerSpec, part: &'static Part) -> ProgResult<Box<
     match spec.kind {
         ProgrammerKind::Sim => Ok(Box::new(SimProgrammer::new(part, spec.sim.clone(), spec.name.clone()))),
         ProgrammerKind::Avrisp | ProgrammerKind::Arduino | ProgrammerKind::Avrdude => not_in_build(spec.kind),
-        ProgrammerKind::Usbasp | ProgrammerKind::Usbtiny | ProgrammerKind::Buspirate => not_in_build(spec.kind),
+        ProgrammerKind::Usbasp | ProgrammerKind::Usbtiny => {
+            let selector = usb_selector(spec)?;
+            let usb = crate::programmer::usb::NusbTransport::open(spec.kind, selector.as_ref()).await?;
+            Ok(if spec.kind == ProgrammerKind::Usbasp {
+                Box::new(crate::programmer::usbasp::Usbasp::new(usb))
+            } else {
+                Box::new(crate::programmer::usbtiny::Usbtiny::new(usb))
+            })
+        }
+        ProgrammerKind::Buspirate => not_in_build(spec.kind),
+    }
+}
+
+/// The USB selector of a `usbasp`/`usbtiny` spec: `spec.usb`, else `--port` when it is a
+/// selector (`serial:…`, `bus-port:…`, `vidpid:…`); `None` means "the only one attached".
+fn usb_selector(spec: &ProgrammerSpec) -> ProgResult<Option<crate::programmer::list::Selector>> {
+    let text = match (&spec.usb, &spec.port) {
+        (Some(u), _) => u.clone(),
+        (None, Some(p)) => p.display().to_string(),
+        (None, None) => return Ok(None),
+    };
+    if text == "usb" {
+        return Ok(None);
+    }
+    match crate::programmer::list::Selector::parse(&text) {
+        Ok(crate::programmer::list::Selector::Tty(p)) => Err(ProgError::new(
+            FailureClass::Config,
+            format!("{} is a USB programmer; '{}' is a serial port — select it with serial:SERIAL, bus-port:1-1.4 or vidpid:VID:PID (see `flashline programmers`)", spec.kind, p.display()),
+        )),
+        Ok(sel) => Ok(Some(sel)),
+        Err(e) => Err(ProgError::new(FailureClass::Config, e)),
     }
 }
 

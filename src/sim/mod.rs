@@ -4,5 +4,6 @@
 pub mod pty;
 pub mod stk500;
 pub mod target;
+pub mod usb;
 
 pub use target::{Fault, SimOptions, SimStats, SimTarget};

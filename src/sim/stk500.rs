@@ -34,7 +34,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -276,27 +276,12 @@ impl Line {
         }
     }
 
-    /// The baud the host configured on the tty, if it is a standard rate.
+    /// The baud the host configured on the tty (termios2 output speed), if readable.
     fn host_baud(&self) -> Option<u32> {
-        use nix::sys::termios::{cfgetospeed, tcgetattr, BaudRate::*};
-        let t = tcgetattr(self._slave.as_fd()).ok()?;
-        Some(match cfgetospeed(&t) {
-            B1200 => 1200,
-            B2400 => 2400,
-            B4800 => 4800,
-            B9600 => 9600,
-            B19200 => 19200,
-            B38400 => 38400,
-            B57600 => 57600,
-            B115200 => 115200,
-            B230400 => 230400,
-            B460800 => 460800,
-            B500000 => 500000,
-            B576000 => 576000,
-            B921600 => 921600,
-            B1000000 => 1000000,
-            _ => return None,
-        })
+        // SAFETY: TCGETS2 fills a termios2 for a tty fd we own.
+        let mut t: nix::libc::termios2 = unsafe { std::mem::zeroed() };
+        let rc = unsafe { nix::libc::ioctl(self._slave.as_raw_fd(), nix::libc::TCGETS2, &mut t) };
+        (rc == 0 && t.c_ospeed > 0).then_some(t.c_ospeed)
     }
 
     /// Wait up to `timeout` for bytes from the host; returns whether any are buffered.
