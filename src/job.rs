@@ -263,6 +263,16 @@ impl JobReport {
         }
     }
 
+    /// The report of a job that could not start because the programmer could not be built or
+    /// opened (`err`, usually `programmer_open`): no step ran.
+    pub fn not_started(programmer: ProgrammerInfo, part: &'static Part, verify: VerifyPolicy, err: ProgError) -> Self {
+        let mut r = JobReport::new(programmer, part, verify);
+        r.result = JobResult::for_class(err.class);
+        r.failure_class = Some(err.class);
+        r.message = Some(err.message);
+        r
+    }
+
     /// Milliseconds of a step, if it ran.
     pub fn step_ms(&self, step: Step) -> Option<u64> {
         self.steps.iter().find(|s| s.step == step).map(|s| s.ms)

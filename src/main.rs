@@ -27,6 +27,11 @@ enum Command {
     /// Fuse tools: decode fuse bytes into words.
     #[command(subcommand)]
     Fuses(cli::build::FusesCommand),
+    /// Program one board: identify, erase, program, verify, fuses, lock. Exit 0 only when
+    /// everything verified (1: the board failed, 3: the programmer failed, 2: bad input).
+    Flash(cli::flash::FlashArgs),
+    /// Read a board's flash back into an Intel HEX file.
+    Read(cli::flash::ReadArgs),
     /// Simulation: emulated programmers with a simulated target.
     #[command(subcommand)]
     Sim(cli::sim::SimCommand),
@@ -48,6 +53,8 @@ fn main() -> ExitCode {
         Command::Sim(c) => cli::sim::run(c),
         Command::Unit(a) => cli::unit::run(a),
         Command::Report(c) => cli::report::run(c),
+        Command::Flash(a) => cli::flash::flash(a),
+        Command::Read(a) => cli::flash::read(a),
     };
     match result {
         Ok(code) => code,

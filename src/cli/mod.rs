@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod report;
+pub mod flash;
 pub mod sim;
 pub mod unit;
 

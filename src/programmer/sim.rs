@@ -7,10 +7,10 @@
 //!
 //! **Timing** (`SimOptions::timing`): every instruction costs 32 SCK periods of wire time and
 //! every self-timed write (page, erase, EEPROM, fuse, lock) its datasheet delay, measured on a
-//! virtual clock that runs ahead of the wall clock. The programmer sleeps until the virtual
-//! clock only when it is at least 1 ms ahead (so 64 slots in one process stay cheap), and
-//! always before the next instruction after a self-timed write, so the target is never
-//! addressed while busy (tests assert `SimStats::busy_violations == 0`). Off: no sleeps.
+//! virtual clock that runs ahead of the wall clock. Wire time is slept off only once at least
+//! 1 ms has accumulated (so 64 slots in one process stay cheap); a self-timed write is always
+//! waited out in full before the call returns, so the target is never addressed while busy
+//! (tests assert `SimStats::busy_violations == 0`) and each step's time is its own. Off: no sleeps.
 //!
 //! **Faults** come from the target ([`crate::sim::Fault`]); the programmer turns them into the
 //! errors a real one would: constant MISO at every SCK → `NoTarget`, garbled echo at every SCK
@@ -64,8 +64,6 @@ pub struct SimProgrammer {
     sck_hz: u32,
     /// Virtual time at which the wire work issued so far is done.
     clock: Instant,
-    /// A self-timed write is in progress until `clock`: sleep before the next instruction.
-    must_settle: bool,
     notes: Vec<String>,
 }
 
@@ -84,7 +82,6 @@ impl SimProgrammer {
             timing,
             sck_hz: SCK_LADDER[0],
             clock: Instant::now(),
-            must_settle: false,
             notes: Vec::new(),
         }
     }
@@ -128,37 +125,35 @@ impl SimProgrammer {
         self.clock += d;
     }
 
-    /// Catch the wall clock up with the virtual clock: always after a self-timed write (the
-    /// target must not be addressed while busy), otherwise only once ≥ 1 ms has accumulated.
-    async fn settle(&mut self) {
+    /// Catch the wall clock up with the virtual clock: fully after a self-timed write or a
+    /// reset pulse (`full`: the target must not be addressed while busy), otherwise only once
+    /// ≥ 1 ms of wire time has accumulated (the remainder carries over to the next call).
+    async fn settle(&mut self, full: bool) {
         if !self.timing {
             return;
         }
         let now = Instant::now();
-        if self.must_settle || self.clock >= now + SLEEP_CHUNK {
-            if self.clock > now {
-                tokio::time::sleep_until(self.clock).await;
-            }
+        if self.clock > now && (full || self.clock >= now + SLEEP_CHUNK) {
+            tokio::time::sleep_until(self.clock).await;
         }
-        self.must_settle = false;
     }
 
-    /// Account for a self-timed write of `us` microseconds that just started.
-    fn busy_for(&mut self, us: u32) {
+    /// A self-timed write of `us` microseconds just started: wait it out before returning.
+    async fn busy_for(&mut self, us: u32) {
         self.charge(Duration::from_micros(us as u64));
-        self.must_settle = self.timing;
+        self.settle(true).await;
     }
 
     /// Clock a batch of instructions through the target under one lock.
     async fn transfer(&mut self, cmds: &[Cmd]) -> ProgResult<Vec<Cmd>> {
         self.check_present()?;
-        self.settle().await;
         let sck = self.sck_hz;
         let replies: Vec<Cmd> = {
             let mut t = lock(&self.target);
             cmds.iter().map(|c| t.spi_at(*c, sck)).collect()
         };
         self.charge(self.wire_time(cmds.len() as u64));
+        self.settle(false).await;
         Ok(replies)
     }
 
@@ -175,7 +170,7 @@ impl SimProgrammer {
             t.set_reset(true);
         }
         self.charge(RESET_SETTLE);
-        self.must_settle = self.timing;
+        self.settle(true).await;
     }
 }
 
@@ -243,7 +238,7 @@ impl Programmer for SimProgrammer {
 
     async fn leave_progmode(&mut self) -> ProgResult<()> {
         self.check_present()?;
-        self.settle().await;
+        self.settle(true).await;
         lock(&self.target).set_reset(false);
         Ok(())
     }
@@ -271,7 +266,7 @@ impl Programmer for SimProgrammer {
 
     async fn chip_erase(&mut self, part: &'static Part) -> ProgResult<()> {
         self.one(isp::CHIP_ERASE).await?;
-        self.busy_for(part.delays.chip_erase_us);
+        self.busy_for(part.delays.chip_erase_us).await;
         Ok(())
     }
 
@@ -283,7 +278,7 @@ impl Programmer for SimProgrammer {
         cmds.extend(data.iter().enumerate().map(|(i, b)| isp::load_page(addr + i as u32, *b)));
         cmds.push(isp::write_page(addr));
         self.transfer(&cmds).await?;
-        self.busy_for(part.delays.flash_page_us);
+        self.busy_for(part.delays.flash_page_us).await;
         Ok(())
     }
 
@@ -301,7 +296,7 @@ impl Programmer for SimProgrammer {
     async fn write_eeprom(&mut self, part: &'static Part, addr: u32, data: &[u8]) -> ProgResult<()> {
         for (i, b) in data.iter().enumerate() {
             self.one(isp::write_eeprom(addr + i as u32, *b)).await?;
-            self.busy_for(part.delays.eeprom_us);
+            self.busy_for(part.delays.eeprom_us).await;
         }
         Ok(())
     }
@@ -316,13 +311,13 @@ impl Programmer for SimProgrammer {
             return Err(ProgError::new(FailureClass::Config, format!("{} has no {kind} fuse", part.name)));
         }
         self.one(isp::write_fuse(kind, value)).await?;
-        self.busy_for(part.delays.fuse_us);
+        self.busy_for(part.delays.fuse_us).await;
         Ok(())
     }
 
     async fn write_lock(&mut self, part: &'static Part, value: u8) -> ProgResult<()> {
         self.one(isp::write_lock(part, value)).await?;
-        self.busy_for(part.delays.fuse_us);
+        self.busy_for(part.delays.fuse_us).await;
         Ok(())
     }
 }
