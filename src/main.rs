@@ -40,6 +40,8 @@ enum Command {
     /// Reports over the records: yield, unit CSV export.
     #[command(subcommand)]
     Report(cli::report::ReportCommand),
+    /// Run a recipe on a station: scan boards, flash them in parallel, record every attempt.
+    Run(cli::run::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Command::Sim(c) => cli::sim::run(c),
         Command::Unit(a) => cli::unit::run(a),
         Command::Report(c) => cli::report::run(c),
+        Command::Run(a) => cli::run::run(a),
         Command::Flash(a) => cli::flash::flash(a),
         Command::Read(a) => cli::flash::read(a),
     };
