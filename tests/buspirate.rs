@@ -187,3 +187,41 @@ fn timed_emulator_sees_no_busy_violations() {
     assert_eq!(t.stats().busy_violations, 0);
     assert_eq!(&t.flash()[..512], &[0x0C; 512][..]);
 }
+
+/// The CLI contract: `flashline sim serve --protocol buspirate` prints the pty path first, serves
+/// avrdude, and stops cleanly on SIGTERM.
+#[test]
+fn sim_serve_buspirate_serves_avrdude() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flashline"))
+        .args(["sim", "serve", "--protocol", "buspirate", "--mcu", "atmega32u4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut path = String::new();
+    stdout.read_line(&mut path).unwrap();
+    let path = path.trim().to_string();
+    assert!(path.starts_with("/dev/pts/"), "{path:?}");
+    let hex = Path::new(FIXTURES).join("bootloader_atmega32u4_1_0_0.hex");
+    let (ok, out) = run_bounded(
+        Command::new("avrdude").args(["-c", "buspirate", "-p", "m32u4", "-P", &path, "-U"]).arg(format!("flash:w:{}:i", hex.display())).args(["-U", "hfuse:w:0xD9:m"]),
+        Duration::from_secs(50),
+    );
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "sim serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(ok, "avrdude against sim serve failed:\n{out}");
+    assert!(status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("page writes"), "{err}");
+    assert!(!err.contains(" 0 page writes"), "{err}");
+}
