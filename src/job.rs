@@ -263,6 +263,16 @@ impl JobReport {
         }
     }
 
+    /// The report of a job that could not start because the programmer could not be built or
+    /// opened (`err`, usually `programmer_open`): no step ran.
+    pub fn not_started(programmer: ProgrammerInfo, part: &'static Part, verify: VerifyPolicy, err: ProgError) -> Self {
+        let mut r = JobReport::new(programmer, part, verify);
+        r.result = JobResult::for_class(err.class);
+        r.failure_class = Some(err.class);
+        r.message = Some(err.message);
+        r
+    }
+
     /// Milliseconds of a step, if it ran.
     pub fn step_ms(&self, step: Step) -> Option<u64> {
         self.steps.iter().find(|s| s.step == step).map(|s| s.ms)
@@ -410,7 +420,10 @@ async fn job_steps(prog: &mut dyn Programmer, plan: &JobPlan, ctx: &mut Ctx<'_>,
 
     let ps = part.flash_page_size;
     let pages = plan.image.pages(ps);
-    let written: Vec<bool> = pages.iter().map(|(_, d)| !(plan.skip_blank_pages && d.iter().all(|b| *b == 0xFF))).collect();
+    // Blank pages can be left out only when the erase really blanked the flash (a bootloader
+    // erases page by page as it writes).
+    let skip_blank = plan.skip_blank_pages && prog.erase_clears_flash();
+    let written: Vec<bool> = pages.iter().map(|(_, d)| !(skip_blank && d.iter().all(|b| *b == 0xFF))).collect();
     let to_write = written.iter().filter(|w| **w).count() as u64 * ps as u64;
     step!(ctx, prog, Step::Program, sized_bound(to_write), program(prog, part, &pages, &written, ctx));
 

@@ -15,6 +15,7 @@
 //! | [`isp`] | AVR serial-programming instructions |
 //! | [`programmer`] | the `Programmer` trait and native drivers |
 //! | [`job`] | identify → erase → program → verify → fuses → lock, with events |
+//! | [`station`] | station config, scan intake, slot supervisor, station events |
 //! | [`sim`] | simulated AVR target and programmer emulators |
 //! | [`error`] | failure classes and operator-facing errors |
 //! | [`db`] | records: attempts, steps, units in SQLite/PostgreSQL |
@@ -32,4 +33,5 @@ pub mod part;
 pub mod programmer;
 pub mod recipe;
 pub mod sim;
+pub mod station;
 pub mod verify;

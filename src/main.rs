@@ -27,9 +27,16 @@ enum Command {
     /// Fuse tools: decode fuse bytes into words.
     #[command(subcommand)]
     Fuses(cli::build::FusesCommand),
+    /// Program one board: identify, erase, program, verify, fuses, lock. Exit 0 only when
+    /// everything verified (1: the board failed, 3: the programmer failed, 2: bad input).
+    Flash(cli::flash::FlashArgs),
+    /// Read a board's flash back into an Intel HEX file.
+    Read(cli::flash::ReadArgs),
     /// Simulation: emulated programmers with a simulated target.
     #[command(subcommand)]
     Sim(cli::sim::SimCommand),
+    /// Run a recipe on a station: scan boards, flash them in parallel, record every attempt.
+    Run(cli::run::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +48,9 @@ fn main() -> ExitCode {
         Command::Bootloaders => cli::build::bootloaders(),
         Command::Fuses(c) => cli::build::fuses(c),
         Command::Sim(c) => cli::sim::run(c),
+        Command::Run(a) => cli::run::run(a),
+        Command::Flash(a) => cli::flash::flash(a),
+        Command::Read(a) => cli::flash::read(a),
     };
     match result {
         Ok(code) => code,

@@ -302,3 +302,76 @@ fn avrdude_reads_what_the_arduino_driver_wrote() {
     assert!(ok, "avrdude -c arduino verify failed:\n{out}");
     assert!(out.contains("1000 bytes of flash verified"), "{out}");
 }
+
+/// The whole job (identify → erase → program → verify → fuses → lock) through `programmer::open`
+/// and the STK500v1 driver: one failure class per fault, none hangs.
+#[test]
+fn each_fault_gives_its_own_class_through_the_job() {
+    use flashline::job::{run_job, JobPlan, JobResult};
+    use flashline::programmer::{open, ProgrammerKind, ProgrammerSpec};
+
+    let m = part("atmega32u4");
+    let image = hex::read_file(&Path::new(FIXTURES).join("Caterina-Micro.hex")).unwrap();
+    // A stuck bit only shows where the image has that bit set.
+    let stuck_at = (0x100..0x7000u32).find(|a| image.get(*a).is_some_and(|b| b & 1 == 1)).unwrap();
+    let cases: Vec<(String, Option<FailureClass>)> = vec![
+        ("none".into(), None),
+        ("no-target".into(), Some(FailureClass::NoTarget)),
+        ("no-target-ff".into(), Some(FailureClass::NoTarget)),
+        ("wrong-chip".into(), Some(FailureClass::WrongChip)),
+        ("flaky:0.001".into(), Some(FailureClass::Communication)),
+        (format!("stuck:0x{stuck_at:X}"), Some(FailureClass::VerifyFlash)),
+        // ArduinoISP does not check the Programming Enable echo, so a target too slow for its
+        // fixed SCK looks like no target at all (signature 0x000000) — as on the real thing.
+        ("slow".into(), Some(FailureClass::NoTarget)),
+        ("unplug:10".into(), Some(FailureClass::ProgrammerGone)),
+    ];
+    for (fault, want) in cases {
+        let emu = emulator("atmega32u4", Stk500Mode::Avrisp, Fault::parse(&fault).unwrap());
+        let mut spec = ProgrammerSpec::new(ProgrammerKind::Avrisp, "slot1");
+        spec.port = Some(emu.path().to_path_buf());
+        let mut plan = JobPlan::new(m, image.clone());
+        plan.fuses.high = Some(0xD8);
+        plan.fuses.extended = Some(0xCB);
+        plan.lock = Some(0x2F);
+        let report = bounded(async {
+            let mut prog = open(&spec, m).await.unwrap();
+            run_job(prog.as_mut(), &plan, &mut |_| {}).await
+        });
+        assert_eq!(report.failure_class, want, "fault {fault}: {:?}", report.message);
+        if want.is_none() {
+            assert_eq!(report.result, JobResult::Pass);
+            let t = emu.target();
+            assert_eq!(t.flash(), &image.to_flat(m.flash_size, 0xFF)[..]);
+            assert_eq!(t.fuse(FuseKind::High), 0xD8);
+            assert_eq!(t.lock_bits() & 0x3F, 0x2F);
+            assert_eq!(t.stats().busy_violations, 0);
+        } else {
+            let msg = report.message.unwrap_or_default();
+            assert!(!msg.is_empty(), "fault {fault}: a message for the operator");
+        }
+    }
+}
+
+#[test]
+fn arduino_job_through_open() {
+    use flashline::job::{run_job, JobPlan, JobResult};
+    use flashline::programmer::{open, ProgrammerKind, ProgrammerSpec};
+
+    let m = part("atmega328p");
+    let emu = emulator("atmega328p", Stk500Mode::Arduino, Fault::None);
+    let mut app = flashline::image::Image::new();
+    let code: Vec<u8> = (0..5000u32).map(|i| (i * 31 + 7) as u8).collect();
+    app.insert(0, &code).unwrap();
+    let mut spec = ProgrammerSpec::new(ProgrammerKind::Arduino, "uno");
+    spec.port = Some(emu.path().to_path_buf());
+    let report = bounded(async {
+        let mut prog = open(&spec, m).await.unwrap();
+        assert!(!prog.erase_clears_flash());
+        run_job(prog.as_mut(), &JobPlan::new(m, app.clone()), &mut |_| {}).await
+    });
+    assert_eq!(report.result, JobResult::Pass, "{:?}", report.message);
+    assert_eq!(report.signature.as_deref(), Some("1E950F"));
+    assert!(report.notes.iter().any(|n| n.contains("not readable through the bootloader")), "{:?}", report.notes);
+    assert_eq!(&emu.target().flash()[..code.len()], &code[..]);
+}

@@ -2,7 +2,12 @@
 //! the library underneath never touches the terminal.
 
 pub mod build;
+pub mod logging;
+pub mod run;
+pub mod flash;
 pub mod sim;
+
+pub use logging::init_logging;
 
 /// Print an error chain once, for an operator: the message, then each cause on its own line.
 pub fn print_error(e: &anyhow::Error) {

@@ -139,6 +139,13 @@ pub trait Programmer: Send {
         Vec::new()
     }
 
+    /// Whether [`Programmer::chip_erase`] really leaves flash blank. A bootloader (`arduino`)
+    /// cannot chip-erase: it erases each page as it writes it, so a job must not skip pages that
+    /// are all 0xFF when this is false.
+    fn erase_clears_flash(&self) -> bool {
+        true
+    }
+
     /// Largest read block the protocol handles well (the job reads in chunks of this size).
     fn read_block_size(&self) -> usize {
         256

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use crate::error::{FailureClass, ProgError, ProgResult};
 use crate::part::Part;
-use crate::programmer::{Programmer, ProgrammerKind, SimProgrammer};
+use crate::programmer::stk500::Stk500Programmer;
+use crate::programmer::{Programmer, ProgrammerInfo, ProgrammerKind, SimProgrammer};
 use crate::sim::SimOptions;
 
 /// Everything needed to build one programmer driver.
@@ -47,6 +48,20 @@ impl ProgrammerSpec {
     pub fn sim(name: impl Into<String>, opts: SimOptions) -> Self {
         ProgrammerSpec { sim: opts, ..Self::new(ProgrammerKind::Sim, name) }
     }
+
+    /// Who this programmer will be, for records, before (or without) opening it: `sim:NAME`,
+    /// the tty path, or the USB selector. Drivers may report a more precise identity once open.
+    pub fn info(&self) -> ProgrammerInfo {
+        let identity = match self.kind {
+            ProgrammerKind::Sim => format!("sim:{}", self.name),
+            _ => match (&self.port, &self.usb) {
+                (Some(p), _) => p.display().to_string(),
+                (None, Some(u)) => format!("usb:{u}"),
+                (None, None) => self.name.clone(),
+            },
+        };
+        ProgrammerInfo { kind: self.kind, identity }
+    }
 }
 
 /// Build the driver for `spec`, for a target of type `part` (the simulated chip of a `sim`
@@ -54,7 +69,12 @@ impl ProgrammerSpec {
 pub async fn open(spec: &ProgrammerSpec, part: &'static Part) -> ProgResult<Box<dyn Programmer>> {
     match spec.kind {
         ProgrammerKind::Sim => Ok(Box::new(SimProgrammer::new(part, spec.sim.clone(), spec.name.clone()))),
-        ProgrammerKind::Avrisp | ProgrammerKind::Arduino | ProgrammerKind::Avrdude => not_in_build(spec.kind),
+        ProgrammerKind::Avrisp => Ok(Box::new(Stk500Programmer::avrisp(serial_port(spec)?, spec.baud))),
+        ProgrammerKind::Arduino => Ok(Box::new(Stk500Programmer::arduino(serial_port(spec)?, spec.baud))),
+        ProgrammerKind::Avrdude => Err(ProgError::with_hint(
+            FailureClass::Config,
+            "the avrdude fallback runs whole jobs in one avrdude call (flashline::programmer::avrdude::run_job), not single programmer operations",
+        )),
         ProgrammerKind::Usbasp | ProgrammerKind::Usbtiny => {
             let selector = usb_selector(spec)?;
             let usb = crate::programmer::usb::NusbTransport::open(spec.kind, selector.as_ref()).await?;
@@ -87,6 +107,13 @@ fn usb_selector(spec: &ProgrammerSpec) -> ProgResult<Option<crate::programmer::l
         Ok(sel) => Ok(Some(sel)),
         Err(e) => Err(ProgError::new(FailureClass::Config, e)),
     }
+}
+
+/// The serial port a serial programmer needs.
+fn serial_port(spec: &ProgrammerSpec) -> ProgResult<PathBuf> {
+    spec.port.clone().ok_or_else(|| {
+        ProgError::with_hint(FailureClass::Config, format!("programmer {} ({}) needs a serial port (--port /dev/ttyACM0)", spec.kind, spec.name))
+    })
 }
 
 fn not_in_build(kind: ProgrammerKind) -> ProgResult<Box<dyn Programmer>> {

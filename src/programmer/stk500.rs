@@ -94,6 +94,8 @@ pub struct Stk500Programmer {
     sw_version: (u8, u8),
     /// Word address the firmware will use next, when we know it (to skip LOAD_ADDRESS).
     here: Option<u32>,
+    notes: Vec<String>,
+    noted_fuses: bool,
 }
 
 impl Stk500Programmer {
@@ -108,7 +110,7 @@ impl Stk500Programmer {
     }
 
     fn new(flavor: Flavor, path: PathBuf, baud: u32) -> Self {
-        Stk500Programmer { flavor, path, baud, port: None, sw_version: (0, 0), here: None }
+        Stk500Programmer { flavor, path, baud, port: None, sw_version: (0, 0), here: None, notes: Vec::new(), noted_fuses: false }
     }
 
     pub fn path(&self) -> &Path {
@@ -312,6 +314,15 @@ impl Stk500Programmer {
         }
     }
 
+    /// Optiboot answers every UNIVERSAL with 0x00, so fuse and lock reads say 0x00 (as they do
+    /// through avrdude); say so once per session.
+    fn note_bootloader_fuses(&mut self) {
+        if self.flavor == Flavor::Bootloader && !self.noted_fuses {
+            self.noted_fuses = true;
+            self.notes.push("fuses and lock bits are not readable through the bootloader: it answers 0x00".into());
+        }
+    }
+
     /// SET_DEVICE and SET_DEVICE_EXT from the part catalog, as avrdude sends them.
     async fn set_device(&mut self, part: &'static Part) -> ProgResult<()> {
         let fuse_bytes = FuseKind::ALL.iter().filter(|k| part.fuse_masks.get(**k).is_some()).count() as u8;
@@ -346,6 +357,7 @@ impl Programmer for Stk500Programmer {
     async fn open(&mut self) -> ProgResult<()> {
         self.port = None;
         self.here = None;
+        self.noted_fuses = false;
         let port = tokio_serial::new(self.port_name(), self.baud).timeout(Duration::from_millis(100)).open_native_async().map_err(|e| {
             let hint = match e.kind() {
                 tokio_serial::ErrorKind::NoDevice => "it is in use by another program (avrdude, a serial monitor, another slot)",
@@ -388,7 +400,6 @@ impl Programmer for Stk500Programmer {
     }
 
     async fn spi(&mut self, cmd: Cmd) -> ProgResult<Cmd> {
-        self.require_isp("a raw ISP instruction")?;
         let f = [wire::UNIVERSAL, cmd[0], cmd[1], cmd[2], cmd[3], wire::CRC_EOP];
         let r = self.command(&f, 1, Duration::ZERO, "UNIVERSAL").await?;
         // STK500v1 returns only the fourth byte; the first three are what a target in sync echoes.
@@ -405,6 +416,14 @@ impl Programmer for Stk500Programmer {
         wire::MAX_BLOCK
     }
 
+    fn take_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notes)
+    }
+
+    fn erase_clears_flash(&self) -> bool {
+        self.flavor == Flavor::Isp
+    }
+
     async fn read_signature(&mut self) -> ProgResult<[u8; 3]> {
         let r = self.command(&[wire::READ_SIGN, wire::CRC_EOP], 3, Duration::ZERO, "READ_SIGN").await?;
         Ok([r[0], r[1], r[2]])
@@ -418,8 +437,11 @@ impl Programmer for Stk500Programmer {
                 Ok(())
             }
             // Optiboot has no chip erase: it erases each page as it writes it. Pages outside
-            // the image keep their contents (a full verify shows them).
-            Flavor::Bootloader => Ok(()),
+            // the image keep their contents.
+            Flavor::Bootloader => {
+                self.notes.push("the bootloader cannot chip-erase: flash outside the image keeps its old contents".into());
+                Ok(())
+            }
         }
     }
 
@@ -518,7 +540,7 @@ impl Programmer for Stk500Programmer {
     }
 
     async fn read_fuse(&mut self, part: &'static Part, kind: FuseKind) -> ProgResult<u8> {
-        self.require_isp("fuses")?;
+        self.note_bootloader_fuses();
         if part.fuse_masks.get(kind).is_none() {
             return Err(ProgError::new(FailureClass::Config, format!("{} has no {kind} fuse", part.name)));
         }
@@ -536,7 +558,7 @@ impl Programmer for Stk500Programmer {
     }
 
     async fn read_lock(&mut self, _part: &'static Part) -> ProgResult<u8> {
-        self.require_isp("lock bits")?;
+        self.note_bootloader_fuses();
         Ok(self.spi(crate::isp::READ_LOCK).await?[3])
     }
 
