@@ -35,6 +35,11 @@ enum Command {
     /// Simulation: emulated programmers with a simulated target.
     #[command(subcommand)]
     Sim(cli::sim::SimCommand),
+    /// Show a unit's full history: every attempt on every station, every step.
+    Unit(cli::unit::UnitArgs),
+    /// Reports over the records: yield, unit CSV export.
+    #[command(subcommand)]
+    Report(cli::report::ReportCommand),
     /// Run a recipe on a station: scan boards, flash them in parallel, record every attempt.
     Run(cli::run::RunArgs),
 }
@@ -48,6 +53,8 @@ fn main() -> ExitCode {
         Command::Bootloaders => cli::build::bootloaders(),
         Command::Fuses(c) => cli::build::fuses(c),
         Command::Sim(c) => cli::sim::run(c),
+        Command::Unit(a) => cli::unit::run(a),
+        Command::Report(c) => cli::report::run(c),
         Command::Run(a) => cli::run::run(a),
         Command::Flash(a) => cli::flash::flash(a),
         Command::Read(a) => cli::flash::read(a),
