@@ -2,6 +2,7 @@
 //! the library underneath never touches the terminal.
 
 pub mod build;
+pub mod programmers;
 pub mod report;
 pub mod logging;
 pub mod run;
