@@ -225,3 +225,55 @@ fn sim_serve_buspirate_serves_avrdude() {
     assert!(err.contains("page writes"), "{err}");
     assert!(!err.contains(" 0 page writes"), "{err}");
 }
+
+/// Raw bytes on the pty, as the firmware answers them: text prompt, binary mode entry,
+/// bulk transfers, write-then-read limits, unknown commands, reset back to text.
+#[test]
+fn emulator_speaks_the_firmware_bytes() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let emu = emulator("atmega32u4", Fault::None, BusPirateFirmware::V5);
+    let mut h = std::fs::OpenOptions::new().read(true).write(true).open(emu.path()).unwrap();
+    let fd = h.as_raw_fd();
+    let mut raw = nix::sys::termios::tcgetattr(&h).unwrap();
+    nix::sys::termios::cfmakeraw(&mut raw);
+    nix::sys::termios::tcsetattr(&h, nix::sys::termios::SetArg::TCSANOW, &raw).unwrap();
+    let mut read_n = |n: usize| -> Vec<u8> {
+        let mut out = vec![0u8; n];
+        let mut got = 0;
+        let start = Instant::now();
+        while got < n {
+            assert!(start.elapsed() < Duration::from_secs(5), "no answer; got {:?}", &out[..got]);
+            let mut pfd = nix::libc::pollfd { fd, events: nix::libc::POLLIN, revents: 0 };
+            if unsafe { nix::libc::poll(&mut pfd, 1, 100) } > 0 {
+                got += h.read(&mut out[got..]).unwrap();
+            }
+        }
+        out
+    };
+    let mut w = std::fs::OpenOptions::new().write(true).open(emu.path()).unwrap();
+    w.write_all(b"\n").unwrap();
+    assert_eq!(read_n(6), b"\r\nHiZ>");
+    w.write_all(&[0u8; 20]).unwrap();
+    assert_eq!(read_n(5), b"BBIO1");
+    w.write_all(&[0x00]).unwrap();
+    assert_eq!(read_n(5), b"BBIO1", "each further zero answers BBIO1");
+    w.write_all(&[0x01]).unwrap();
+    assert_eq!(read_n(4), b"SPI1");
+    w.write_all(&[0x48]).unwrap(); // power on, CS low: RESET asserted
+    assert_eq!(read_n(1), [0x01]);
+    assert!(emu.target().reset_asserted());
+    w.write_all(&[0x13, 0xAC, 0x53, 0x00, 0x00]).unwrap(); // bulk: Programming Enable
+    assert_eq!(read_n(5), [0x01, 0x00, 0xAC, 0x53, 0x00]);
+    w.write_all(&[0x13, 0x30, 0x00, 0x01, 0x00]).unwrap(); // signature byte 1
+    assert_eq!(read_n(5)[4], 0x95);
+    w.write_all(&[0x05, 0x10, 0x01, 0x00, 0x00]).unwrap(); // write 4097 bytes: refused
+    assert_eq!(read_n(1), [0x00]);
+    w.write_all(&[0x06]).unwrap(); // AVR extended commands: not on v5
+    assert_eq!(read_n(1), [0x00]);
+    w.write_all(&[0x00, 0x0F]).unwrap(); // back to bitbang, then reset to the terminal
+    assert_eq!(read_n(6), b"BBIO1\x01");
+    let banner = read_n(20);
+    assert!(String::from_utf8_lossy(&banner).contains("RESET"), "{banner:?}");
+    assert!(!emu.target().reset_asserted(), "reset releases the pins: the target runs");
+}
