@@ -3,10 +3,13 @@
 
 pub mod bench;
 pub mod build;
+pub mod programmers;
+pub mod report;
 pub mod logging;
 pub mod run;
 pub mod flash;
 pub mod sim;
+pub mod unit;
 
 pub use logging::init_logging;
 
