@@ -420,7 +420,10 @@ async fn job_steps(prog: &mut dyn Programmer, plan: &JobPlan, ctx: &mut Ctx<'_>,
 
     let ps = part.flash_page_size;
     let pages = plan.image.pages(ps);
-    let written: Vec<bool> = pages.iter().map(|(_, d)| !(plan.skip_blank_pages && d.iter().all(|b| *b == 0xFF))).collect();
+    // Blank pages can be left out only when the erase really blanked the flash (a bootloader
+    // erases page by page as it writes).
+    let skip_blank = plan.skip_blank_pages && prog.erase_clears_flash();
+    let written: Vec<bool> = pages.iter().map(|(_, d)| !(skip_blank && d.iter().all(|b| *b == 0xFF))).collect();
     let to_write = written.iter().filter(|w| **w).count() as u64 * ps as u64;
     step!(ctx, prog, Step::Program, sized_bound(to_write), program(prog, part, &pages, &written, ctx));
 

@@ -15,13 +15,16 @@
 //! | [`isp`] | AVR serial-programming instructions |
 //! | [`programmer`] | the `Programmer` trait and native drivers |
 //! | [`job`] | identify → erase → program → verify → fuses → lock, with events |
+//! | [`station`] | station config, scan intake, slot supervisor, station events |
 //! | [`sim`] | simulated AVR target and programmer emulators |
 //! | [`error`] | failure classes and operator-facing errors |
 //! | [`db`] | records: attempts, steps, units in SQLite/PostgreSQL |
+//! | [`report`] | yield reports, unit CSV export, charts |
 
 pub mod bootloader;
 pub mod build;
 pub mod db;
+pub mod report;
 pub mod error;
 pub mod fuse;
 pub mod hex;
@@ -32,4 +35,5 @@ pub mod part;
 pub mod programmer;
 pub mod recipe;
 pub mod sim;
+pub mod station;
 pub mod verify;

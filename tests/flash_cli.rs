@@ -140,3 +140,48 @@ fn read_writes_a_hex_dump() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("[no_target]"));
 }
+
+/// The real wire: `flash --programmer avrisp` on the STK500v1 emulator (a pty), then avrdude 7.1
+/// verifies the chip byte for byte and `read` dumps exactly the image back.
+#[test]
+fn flash_over_avrisp_then_avrdude_verifies_and_read_matches() {
+    use flashline::sim::stk500::{EmulatorOptions, Stk500Emulator, Stk500Mode};
+    use flashline::sim::{Fault, SimOptions, SimTarget};
+
+    let m = flashline::part::find("atmega32u4").unwrap();
+    let emu = Stk500Emulator::spawn(SimTarget::new(m, SimOptions::new(false, Fault::None)), EmulatorOptions::new(Stk500Mode::Avrisp))
+        .expect("pty");
+    let port = emu.path().to_str().unwrap().to_string();
+    let image = fixture("Caterina-Micro.hex");
+    let out = flashline(&[
+        "flash", "-c", "avrisp", "-P", &port, "-b", "115200", "-p", "m32u4", image.to_str().unwrap(),
+        "--lfuse", "0xFF", "--hfuse", "0xD8", "--efuse", "0xFB", "--json",
+    ]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v:#}");
+    assert_eq!(v["programmer"]["kind"], "avrisp");
+    assert_eq!(v["fuses_after"]["high"], "0xD8");
+    let expected = flashline::hex::read_file(&image).unwrap();
+    assert_eq!(emu.target().flash(), &expected.to_flat(m.flash_size, 0xFF)[..]);
+
+    let avrdude = assert_cmd::Command::new("avrdude")
+        .args(["-c", "avrisp", "-b", "115200", "-p", "m32u4", "-P", &port, "-U"])
+        .arg(format!("flash:v:{}:i", image.display()))
+        .args(["-U", "hfuse:v:0xD8:m"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .expect("run avrdude");
+    let text = String::from_utf8_lossy(&avrdude.stderr).to_string() + &String::from_utf8_lossy(&avrdude.stdout);
+    assert!(avrdude.status.success(), "{text}");
+    assert!(text.contains("32730 bytes of flash verified"), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("dump.hex");
+    let out = flashline(&["read", "-c", "avrisp", "-P", &port, "-p", "m32u4", "-o", dump.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let back = flashline::hex::read_file(&dump).unwrap();
+    let end = expected.end_addr().unwrap() as u32;
+    // The dump trims trailing 0xFF only: it is the image's span, byte for byte.
+    assert_eq!(back.to_flat(end, 0xFF), expected.to_flat(end, 0xFF));
+    assert!(back.end_addr().unwrap() <= end as u64);
+}

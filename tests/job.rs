@@ -367,3 +367,38 @@ async fn read_returns_the_whole_flash() {
     assert_eq!(rr.failure_class, Some(FailureClass::WrongChip));
     assert!(data.is_none());
 }
+
+/// A programmer whose erase does not blank the flash (a bootloader erases page by page as it
+/// writes): the job must write blank pages too.
+struct EraseKeepsFlash(SimProgrammer);
+
+#[async_trait]
+impl Programmer for EraseKeepsFlash {
+    fn info(&self) -> ProgrammerInfo {
+        self.0.info()
+    }
+    async fn open(&mut self) -> ProgResult<()> {
+        self.0.open().await
+    }
+    async fn enter_progmode(&mut self, part: &'static Part) -> ProgResult<()> {
+        self.0.enter_progmode(part).await
+    }
+    async fn leave_progmode(&mut self) -> ProgResult<()> {
+        self.0.leave_progmode().await
+    }
+    async fn spi(&mut self, cmd: Cmd) -> ProgResult<Cmd> {
+        self.0.spi(cmd).await
+    }
+    fn erase_clears_flash(&self) -> bool {
+        false
+    }
+}
+
+#[tokio::test]
+async fn blank_pages_are_written_when_erase_does_not_blank() {
+    let part = m32u4();
+    let mut p = EraseKeepsFlash(sim(part, false, Fault::None));
+    let (r, _) = run(&mut p, &JobPlan::new(part, keyboard_image())).await;
+    assert_eq!(r.result, JobResult::Pass, "{:?}", r.message);
+    assert_eq!((r.pages_written, r.pages_skipped), (32, 0));
+}

@@ -2,8 +2,15 @@
 //! the library underneath never touches the terminal.
 
 pub mod build;
+pub mod programmers;
+pub mod report;
+pub mod logging;
+pub mod run;
 pub mod flash;
 pub mod sim;
+pub mod unit;
+
+pub use logging::init_logging;
 
 /// Print an error chain once, for an operator: the message, then each cause on its own line.
 pub fn print_error(e: &anyhow::Error) {

@@ -38,6 +38,9 @@ const ENABLE_ATTEMPTS_PER_STEP: usize = 2;
 /// Datasheet: after a RESET pulse, wait at least 20 ms before Programming Enable.
 const RESET_SETTLE: Duration = Duration::from_millis(20);
 
+/// How far the virtual clock may lag the wall clock (see `SimProgrammer::charge`).
+const OVERSLEEP_CREDIT: Duration = Duration::from_millis(2);
+
 /// Sleep only when the virtual clock runs this far ahead of the wall clock.
 const SLEEP_CHUNK: Duration = Duration::from_millis(1);
 
@@ -64,6 +67,8 @@ pub struct SimProgrammer {
     sck_hz: u32,
     /// Virtual time at which the wire work issued so far is done.
     clock: Instant,
+    /// Wall-clock time of the last instruction batch handed to the target.
+    last_call: Instant,
     notes: Vec<String>,
 }
 
@@ -82,6 +87,7 @@ impl SimProgrammer {
             timing,
             sck_hz: SCK_LADDER[0],
             clock: Instant::now(),
+            last_call: Instant::now(),
             notes: Vec::new(),
         }
     }
@@ -113,14 +119,17 @@ impl SimProgrammer {
         Duration::from_nanos(n * 32 * 1_000_000_000 / self.sck_hz.max(1) as u64)
     }
 
-    /// Advance the virtual clock by `d` of wire or busy time.
+    /// Advance the virtual clock by `d` of wire time. The clock may lag the wall clock by up
+    /// to [`OVERSLEEP_CREDIT`] (a timer wakes up late, never early): that much of the next
+    /// work is taken as already done, so the total stays at least the modelled total without
+    /// every wake-up's lateness adding up.
     fn charge(&mut self, d: Duration) {
         if !self.timing {
             return;
         }
-        let now = Instant::now();
-        if self.clock < now {
-            self.clock = now;
+        let floor = Instant::now() - OVERSLEEP_CREDIT;
+        if self.clock < floor {
+            self.clock = floor;
         }
         self.clock += d;
     }
@@ -140,20 +149,33 @@ impl SimProgrammer {
 
     /// A self-timed write of `us` microseconds just started: wait it out before returning.
     async fn busy_for(&mut self, us: u32) {
-        self.charge(Duration::from_micros(us as u64));
+        if !self.timing {
+            return;
+        }
+        // The target's busy time runs from when it took the instruction (real time), however
+        // far the virtual clock lags.
+        self.clock = self.clock.max(self.last_call) + Duration::from_micros(us as u64);
         self.settle(true).await;
     }
 
     /// Clock a batch of instructions through the target under one lock.
     async fn transfer(&mut self, cmds: &[Cmd]) -> ProgResult<Vec<Cmd>> {
+        let r = self.transfer_unsettled(cmds)?;
+        self.settle(false).await;
+        Ok(r)
+    }
+
+    /// [`Self::transfer`] without sleeping off the wire time: for a batch that ends in a
+    /// self-timed write, whose [`Self::busy_for`] then waits for both at once (one wake-up).
+    fn transfer_unsettled(&mut self, cmds: &[Cmd]) -> ProgResult<Vec<Cmd>> {
         self.check_present()?;
         let sck = self.sck_hz;
         let replies: Vec<Cmd> = {
             let mut t = lock(&self.target);
             cmds.iter().map(|c| t.spi_at(*c, sck)).collect()
         };
+        self.last_call = Instant::now();
         self.charge(self.wire_time(cmds.len() as u64));
-        self.settle(false).await;
         Ok(replies)
     }
 
@@ -169,8 +191,8 @@ impl SimProgrammer {
             t.set_reset(false);
             t.set_reset(true);
         }
-        self.charge(RESET_SETTLE);
-        self.settle(true).await;
+        self.last_call = Instant::now();
+        self.busy_for(RESET_SETTLE.as_micros() as u32).await;
     }
 }
 
@@ -265,7 +287,7 @@ impl Programmer for SimProgrammer {
     }
 
     async fn chip_erase(&mut self, part: &'static Part) -> ProgResult<()> {
-        self.one(isp::CHIP_ERASE).await?;
+        self.transfer_unsettled(&[isp::CHIP_ERASE])?;
         self.busy_for(part.delays.chip_erase_us).await;
         Ok(())
     }
@@ -277,7 +299,7 @@ impl Programmer for SimProgrammer {
         }
         cmds.extend(data.iter().enumerate().map(|(i, b)| isp::load_page(addr + i as u32, *b)));
         cmds.push(isp::write_page(addr));
-        self.transfer(&cmds).await?;
+        self.transfer_unsettled(&cmds)?;
         self.busy_for(part.delays.flash_page_us).await;
         Ok(())
     }
@@ -295,7 +317,7 @@ impl Programmer for SimProgrammer {
 
     async fn write_eeprom(&mut self, part: &'static Part, addr: u32, data: &[u8]) -> ProgResult<()> {
         for (i, b) in data.iter().enumerate() {
-            self.one(isp::write_eeprom(addr + i as u32, *b)).await?;
+            self.transfer_unsettled(&[isp::write_eeprom(addr + i as u32, *b)])?;
             self.busy_for(part.delays.eeprom_us).await;
         }
         Ok(())
@@ -310,13 +332,13 @@ impl Programmer for SimProgrammer {
         if part.fuse_masks.get(kind).is_none() {
             return Err(ProgError::new(FailureClass::Config, format!("{} has no {kind} fuse", part.name)));
         }
-        self.one(isp::write_fuse(kind, value)).await?;
+        self.transfer_unsettled(&[isp::write_fuse(kind, value)])?;
         self.busy_for(part.delays.fuse_us).await;
         Ok(())
     }
 
     async fn write_lock(&mut self, part: &'static Part, value: u8) -> ProgResult<()> {
-        self.one(isp::write_lock(part, value)).await?;
+        self.transfer_unsettled(&[isp::write_lock(part, value)])?;
         self.busy_for(part.delays.fuse_us).await;
         Ok(())
     }
@@ -379,11 +401,18 @@ mod tests {
     async fn timed_writes_never_hit_a_busy_target() {
         let part = m32u4();
         let mut p = SimProgrammer::new(part, SimOptions::new(true, Fault::None), "t");
+        let t0 = std::time::Instant::now();
         p.enter_progmode(part).await.unwrap();
         p.chip_erase(part).await.unwrap();
         for page in 0..4u32 {
             p.write_flash_page(part, page * 128, &[page as u8; 128]).await.unwrap();
         }
+        // Honest timing is never shorter than the model: reset settle, erase, and per page 130
+        // instructions of 32 bits at 1.5 MHz plus the page write delay (lower bound only).
+        let model = RESET_SETTLE
+            + Duration::from_micros(part.delays.chip_erase_us as u64)
+            + 4 * (Duration::from_nanos(130 * 32 * 1_000_000_000 / 1_500_000) + Duration::from_micros(part.delays.flash_page_us as u64));
+        assert!(t0.elapsed() >= model, "{:?} < modelled {model:?}", t0.elapsed());
         p.write_fuse(part, FuseKind::High, 0xD9).await.unwrap();
         p.write_eeprom(part, 0, &[1, 2]).await.unwrap();
         assert_eq!(p.read_flash(part, 128, 2).await.unwrap(), vec![1, 1]);

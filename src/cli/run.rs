@@ -1,0 +1,242 @@
+//! `flashline run`: the station's main job, with the operator's terminal view.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::broadcast;
+
+use flashline::station::{Station, StationEvent, Submit, Supervisor};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Recipe YAML for the SKU being produced.
+    pub recipe: PathBuf,
+    /// Station file: name and slots (see deploy/station.example.yaml).
+    #[arg(long)]
+    pub station: PathBuf,
+    /// Database URL: a SQLite path or sqlite:// URL, or postgres://…
+    #[arg(long, env = "FLASHLINE_DB", default_value = "flashline.db")]
+    pub db: String,
+    /// Read scans from FILE (one barcode per line), or `-` for stdin. Without it, an interactive
+    /// terminal takes scans until `quit`.
+    #[arg(long)]
+    pub scans: Option<String>,
+    /// Operator name recorded with every attempt.
+    #[arg(long, env = "FLASHLINE_OPERATOR")]
+    pub operator: Option<String>,
+    /// Print events as JSON lines on stdout (for line software) instead of the live view.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write logs as JSON lines to this file.
+    #[arg(long)]
+    pub log_json: Option<PathBuf>,
+}
+
+pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(run_async(a))
+}
+
+async fn run_async(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let _guard = super::init_logging(a.log_json.as_deref())?;
+    let production = flashline::build::prepare(&a.recipe).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let station = Station::load(&a.station).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let interactive = a.scans.is_none() && std::io::stdin().is_terminal();
+    let operator = match a.operator.clone() {
+        Some(o) => o,
+        None if station.operator_prompt && interactive => prompt("Operator: ")?,
+        None => std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
+    };
+    let db = flashline::db::Db::connect(&a.db).await.map_err(|e| anyhow::anyhow!("database {}: {e}", a.db))?;
+    let sup = Supervisor::start(station, Arc::new(production), db.clone(), operator).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sup = Arc::new(sup);
+
+    let view = spawn_view(&sup, a.json, interactive);
+
+    // Scan intake.
+    let intake = async {
+        match a.scans.as_deref() {
+            Some("-") | None => {
+                let mut lines = BufReader::new(tokio::io::stdin()).lines();
+                loop {
+                    tokio::select! {
+                        l = lines.next_line() => match l {
+                            Ok(Some(line)) => { if sup.submit(&line).await == Submit::Quit { break; } }
+                            _ => break,
+                        },
+                        _ = tokio::signal::ctrl_c() => break,
+                    }
+                }
+            }
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read scan file {path}"))?;
+                for line in text.lines() {
+                    tokio::select! {
+                        r = sup.submit(line) => if r == Submit::Quit { break },
+                        _ = tokio::signal::ctrl_c() => break,
+                    }
+                }
+            }
+        }
+        anyhow::Ok(())
+    };
+    let intake_result = intake.await;
+    let totals = sup.finish().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), view).await;
+    intake_result?;
+    if !a.json {
+        println!(
+            "{} attempts: {} passed, {} failed, {} errors; {} units, yield {:.1}%; {} scans refused. Records in {}",
+            totals.attempts,
+            totals.passed,
+            totals.failed,
+            totals.errors,
+            totals.units,
+            totals.yield_pct(),
+            totals.rejected_scans,
+            a.db
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn prompt(q: &str) -> anyhow::Result<String> {
+    eprint!("{q}");
+    std::io::stderr().flush()?;
+    let mut s = String::new();
+    std::io::stdin().read_line(&mut s)?;
+    let s = s.trim().to_string();
+    if s.is_empty() {
+        anyhow::bail!("an operator name is required (station file sets operator_prompt: true)");
+    }
+    Ok(s)
+}
+
+/// Render station events: JSON lines, a live per-slot view on a terminal, or plain lines.
+fn spawn_view(sup: &Supervisor, json: bool, interactive: bool) -> tokio::task::JoinHandle<()> {
+    let mut rx = sup.subscribe();
+    let slots: Vec<String> = sup.station().slots.iter().map(|s| s.name.clone()).collect();
+    let live = !json && std::io::stderr().is_terminal();
+    tokio::spawn(async move {
+        let mp = MultiProgress::with_draw_target(if live { ProgressDrawTarget::stderr_with_hz(10) } else { ProgressDrawTarget::hidden() });
+        let style = ProgressStyle::with_template("{prefix:>5} {bar:24.cyan/blue} {percent:>3}% {msg}").unwrap().progress_chars("█▉▊▋▌▍▎▏ ");
+        let bars: Vec<ProgressBar> = slots
+            .iter()
+            .map(|s| {
+                let b = mp.add(ProgressBar::new(100));
+                b.set_style(style.clone());
+                b.set_prefix(s.clone());
+                b.set_message("idle — scan a board");
+                b
+            })
+            .collect();
+        let total = mp.add(ProgressBar::new_spinner());
+        total.set_style(ProgressStyle::with_template("{msg}").unwrap());
+        if interactive && live {
+            total.set_message("scan a barcode (SLOT:SERIAL or SERIAL), `quit` to stop");
+        }
+        let idx = |name: &str| slots.iter().position(|s| s == name);
+        loop {
+            let ev = match rx.recv().await {
+                Ok(ev) => ev,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(skipped = n, "display fell behind; skipped events");
+                    continue;
+                }
+                Err(_) => break,
+            };
+            if json {
+                if let Ok(s) = serde_json::to_string(&ev) {
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{s}");
+                }
+                if matches!(ev, StationEvent::Stopped(_)) {
+                    break;
+                }
+                continue;
+            }
+            match &ev {
+                StationEvent::JobStarted { slot, serial, attempt, .. } => {
+                    if let Some(i) = idx(slot) {
+                        bars[i].set_position(0);
+                        bars[i].set_message(format!("{serial} (attempt {attempt}) starting"));
+                    }
+                }
+                StationEvent::Step { slot, serial, step, .. } => {
+                    if let Some(i) = idx(slot) {
+                        bars[i].set_message(format!("{serial} {step}"));
+                    }
+                }
+                StationEvent::Progress { slot, done, total, .. } => {
+                    if let Some(i) = idx(slot) {
+                        bars[i].set_length((*total).max(1));
+                        bars[i].set_position(*done);
+                    }
+                }
+                StationEvent::JobFinished { slot, serial, result, failure_class, message, cycle_ms, .. } => {
+                    let line = if result == "pass" {
+                        format!("{slot:>5}  {serial}  PASS  {:.2} s", *cycle_ms as f64 / 1000.0)
+                    } else {
+                        format!(
+                            "{slot:>5}  {serial}  {}  {}: {}",
+                            result.to_uppercase(),
+                            failure_class.as_deref().unwrap_or("?"),
+                            message.as_deref().unwrap_or("")
+                        )
+                    };
+                    if let Some(i) = idx(slot) {
+                        bars[i].set_position(bars[i].length().unwrap_or(100));
+                        bars[i].set_message(if result == "pass" { format!("PASS {serial}") } else { format!("{} {serial} — {}", result.to_uppercase(), message.as_deref().unwrap_or("")) });
+                    }
+                    if live {
+                        let _ = mp.println(line);
+                    } else {
+                        println!("{line}");
+                    }
+                }
+                StationEvent::SlotOffline { slot, reason } => {
+                    let line = format!("{slot:>5}  OFFLINE  {reason}");
+                    if let Some(i) = idx(slot) {
+                        bars[i].set_message(format!("OFFLINE — {reason}"));
+                    }
+                    if live {
+                        let _ = mp.println(line);
+                    } else {
+                        println!("{line}");
+                    }
+                }
+                StationEvent::ScanRejected { raw, reason, .. } => {
+                    let line = format!("SCAN REFUSED  {raw}: {reason}");
+                    if live {
+                        let _ = mp.println(line);
+                    } else {
+                        println!("{line}");
+                    }
+                }
+                StationEvent::Totals(t) => {
+                    total.set_message(format!(
+                        "passed {}  failed {}  errors {}  units {}  yield {:.1}%",
+                        t.passed,
+                        t.failed,
+                        t.errors,
+                        t.units,
+                        t.yield_pct()
+                    ));
+                }
+                StationEvent::Stopped(_) => break,
+                _ => {}
+            }
+        }
+        for b in bars {
+            b.finish();
+        }
+        total.finish();
+    })
+}
