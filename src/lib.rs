@@ -19,10 +19,12 @@
 //! | [`sim`] | simulated AVR target and programmer emulators |
 //! | [`error`] | failure classes and operator-facing errors |
 //! | [`db`] | records: attempts, steps, units in SQLite/PostgreSQL |
+//! | [`report`] | yield reports, unit CSV export, charts |
 
 pub mod bootloader;
 pub mod build;
 pub mod db;
+pub mod report;
 pub mod error;
 pub mod fuse;
 pub mod hex;

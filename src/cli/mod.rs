@@ -2,10 +2,13 @@
 //! the library underneath never touches the terminal.
 
 pub mod build;
+pub mod programmers;
+pub mod report;
 pub mod logging;
 pub mod run;
 pub mod flash;
 pub mod sim;
+pub mod unit;
 
 pub use logging::init_logging;
 

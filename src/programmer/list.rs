@@ -165,6 +165,20 @@ pub fn resolve_serial<'a>(sel: &Selector, candidates: &'a [SerialCandidate]) -> 
     }
 }
 
+/// Resolve a `--port` value for a serial programmer: a path is taken as it is; a USB selector
+/// (`serial:…`, `bus-port:…`, `vidpid:…`) is looked up among this machine's `/dev/ttyACM*` and
+/// `/dev/ttyUSB*` ports through sysfs.
+pub fn resolve_port(port: &Path) -> Result<PathBuf, String> {
+    let text = port.to_string_lossy();
+    let looks_like_selector = ["serial:", "bus-port:", "vidpid:"].iter().any(|p| text.starts_with(p));
+    if !looks_like_selector {
+        return Ok(port.to_path_buf());
+    }
+    let sel = Selector::parse(&text)?;
+    let candidates = serial_candidates(Path::new("/dev"), Path::new("/sys"));
+    resolve_serial(&sel, &candidates).map(|c| c.path.clone())
+}
+
 /// Whether this process can open a device node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

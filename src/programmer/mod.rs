@@ -8,6 +8,7 @@
 //! four-byte ISP instruction), so a driver only overrides what its protocol does better
 //! (paged writes, block reads).
 
+pub mod buspirate;
 pub mod list;
 pub mod usb;
 pub mod usbasp;
