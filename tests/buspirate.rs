@@ -187,3 +187,93 @@ fn timed_emulator_sees_no_busy_violations() {
     assert_eq!(t.stats().busy_violations, 0);
     assert_eq!(&t.flash()[..512], &[0x0C; 512][..]);
 }
+
+/// The CLI contract: `flashline sim serve --protocol buspirate` prints the pty path first, serves
+/// avrdude, and stops cleanly on SIGTERM.
+#[test]
+fn sim_serve_buspirate_serves_avrdude() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flashline"))
+        .args(["sim", "serve", "--protocol", "buspirate", "--mcu", "atmega32u4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut path = String::new();
+    stdout.read_line(&mut path).unwrap();
+    let path = path.trim().to_string();
+    assert!(path.starts_with("/dev/pts/"), "{path:?}");
+    let hex = Path::new(FIXTURES).join("bootloader_atmega32u4_1_0_0.hex");
+    let (ok, out) = run_bounded(
+        Command::new("avrdude").args(["-c", "buspirate", "-p", "m32u4", "-P", &path, "-U"]).arg(format!("flash:w:{}:i", hex.display())).args(["-U", "hfuse:w:0xD9:m"]),
+        Duration::from_secs(50),
+    );
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "sim serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(ok, "avrdude against sim serve failed:\n{out}");
+    assert!(status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("page writes"), "{err}");
+    assert!(!err.contains(" 0 page writes"), "{err}");
+}
+
+/// Raw bytes on the pty, as the firmware answers them: text prompt, binary mode entry,
+/// bulk transfers, write-then-read limits, unknown commands, reset back to text.
+#[test]
+fn emulator_speaks_the_firmware_bytes() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let emu = emulator("atmega32u4", Fault::None, BusPirateFirmware::V5);
+    let mut h = std::fs::OpenOptions::new().read(true).write(true).open(emu.path()).unwrap();
+    let fd = h.as_raw_fd();
+    let mut raw = nix::sys::termios::tcgetattr(&h).unwrap();
+    nix::sys::termios::cfmakeraw(&mut raw);
+    nix::sys::termios::tcsetattr(&h, nix::sys::termios::SetArg::TCSANOW, &raw).unwrap();
+    let mut read_n = |n: usize| -> Vec<u8> {
+        let mut out = vec![0u8; n];
+        let mut got = 0;
+        let start = Instant::now();
+        while got < n {
+            assert!(start.elapsed() < Duration::from_secs(5), "no answer; got {:?}", &out[..got]);
+            let mut pfd = nix::libc::pollfd { fd, events: nix::libc::POLLIN, revents: 0 };
+            if unsafe { nix::libc::poll(&mut pfd, 1, 100) } > 0 {
+                got += h.read(&mut out[got..]).unwrap();
+            }
+        }
+        out
+    };
+    let mut w = std::fs::OpenOptions::new().write(true).open(emu.path()).unwrap();
+    w.write_all(b"\n").unwrap();
+    assert_eq!(read_n(6), b"\r\nHiZ>");
+    w.write_all(&[0u8; 20]).unwrap();
+    assert_eq!(read_n(5), b"BBIO1");
+    w.write_all(&[0x00]).unwrap();
+    assert_eq!(read_n(5), b"BBIO1", "each further zero answers BBIO1");
+    w.write_all(&[0x01]).unwrap();
+    assert_eq!(read_n(4), b"SPI1");
+    w.write_all(&[0x48]).unwrap(); // power on, CS low: RESET asserted
+    assert_eq!(read_n(1), [0x01]);
+    assert!(emu.target().reset_asserted());
+    w.write_all(&[0x13, 0xAC, 0x53, 0x00, 0x00]).unwrap(); // bulk: Programming Enable
+    assert_eq!(read_n(5), [0x01, 0x00, 0xAC, 0x53, 0x00]);
+    w.write_all(&[0x13, 0x30, 0x00, 0x01, 0x00]).unwrap(); // signature byte 1
+    assert_eq!(read_n(5)[4], 0x95);
+    w.write_all(&[0x05, 0x10, 0x01, 0x00, 0x00]).unwrap(); // write 4097 bytes: refused
+    assert_eq!(read_n(1), [0x00]);
+    w.write_all(&[0x06]).unwrap(); // AVR extended commands: not on v5
+    assert_eq!(read_n(1), [0x00]);
+    w.write_all(&[0x00, 0x0F]).unwrap(); // back to bitbang, then reset to the terminal
+    assert_eq!(read_n(6), b"BBIO1\x01");
+    let banner = read_n(20);
+    assert!(String::from_utf8_lossy(&banner).contains("RESET"), "{banner:?}");
+    assert!(!emu.target().reset_asserted(), "reset releases the pins: the target runs");
+}

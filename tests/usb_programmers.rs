@@ -273,6 +273,7 @@ async fn fewer_transfers_than_avrdude_for_the_same_work() {
     assert_eq!(a.target().await.flash(), ours.target().await.flash());
     let (sa, so) = (a.stats().await, ours.stats().await);
     assert!(so.transfers < sa.transfers, "usbasp: flashline {} vs avrdude {} transfers", so.transfers, sa.transfers);
+    eprintln!("usbasp: flashline {:?} vs avrdude {:?}", so, sa);
 
     let mut a = UsbtinySim::new(target(part, false, Fault::None));
     avrdude_way::usbtiny_flash(&mut a, part, &image, &fuses).await.unwrap();

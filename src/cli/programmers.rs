@@ -16,7 +16,11 @@ pub struct ProgrammersArgs {
 
 pub fn run(a: ProgrammersArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let list = rt.block_on(list_programmers()).map_err(anyhow::Error::msg)?;
+    let listing = rt.block_on(list_programmers());
+    if let Some(e) = &listing.usb_error {
+        eprintln!("warning: USB devices could not be enumerated ({e}); only serial ports are listed");
+    }
+    let list = listing.programmers;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(ExitCode::SUCCESS);

@@ -354,18 +354,23 @@ pub fn build_listing(usb: &[UsbDeviceRecord], serial: &[SerialCandidate], check:
     out
 }
 
+/// What [`list_programmers`] found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Listing {
+    pub programmers: Vec<ListedProgrammer>,
+    /// Why USB devices could not be enumerated (serial ports are still listed).
+    pub usb_error: Option<String>,
+}
+
 /// List what is attached on this machine: USB programmers through nusb, serial ports through
 /// `/dev` and `/sys`.
-pub async fn list_programmers() -> Result<Vec<ListedProgrammer>, String> {
-    let usb = match crate::programmer::usb::usb_devices().await {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::warn!("USB enumeration failed: {e}");
-            Vec::new()
-        }
+pub async fn list_programmers() -> Listing {
+    let (usb, usb_error) = match crate::programmer::usb::usb_devices().await {
+        Ok(v) => (v, None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
     };
     let serial = serial_candidates(Path::new("/dev"), Path::new("/sys"));
-    Ok(build_listing(&usb, &serial, &node_access))
+    Listing { programmers: build_listing(&usb, &serial, &node_access), usb_error }
 }
 
 #[cfg(test)]
