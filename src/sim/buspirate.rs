@@ -162,6 +162,8 @@ struct Wire {
     rx: VecDeque<(u8, Instant)>,
     last_arrival: Instant,
     tx_free: Instant,
+    /// Firmware time (SPI clocking) not yet slept: settled before the next reply goes out.
+    owed: Duration,
 }
 
 impl Wire {
@@ -177,6 +179,7 @@ impl Wire {
             rx: VecDeque::new(),
             last_arrival: now,
             tx_free: now,
+            owed: Duration::ZERO,
         }
     }
 
@@ -263,20 +266,18 @@ impl Wire {
         (0..n).map(|_| self.getch()).collect()
     }
 
-    /// Firmware work that takes `d` (SPI clocking, target waits) — only slept with timing on.
-    fn busy(&self, d: Duration) {
-        if self.timing && !d.is_zero() {
-            std::thread::sleep(d);
+    /// Firmware work that takes `d` (SPI clocking): with timing on, the next reply waits for it.
+    fn busy(&mut self, d: Duration) {
+        if self.timing {
+            self.owed += d;
         }
     }
 
     fn put(&mut self, bytes: &[u8]) -> Result<(), Halt> {
         if self.timing {
-            let now = Instant::now();
-            if self.last_arrival > now {
-                std::thread::sleep(self.last_arrival - now);
-            }
-            let start = Instant::now().max(self.tx_free);
+            // The firmware acts once the command has arrived, works, then transmits.
+            let ready = Instant::now().max(self.last_arrival) + std::mem::take(&mut self.owed);
+            let start = ready.max(self.tx_free);
             self.tx_free = start + self.byte_time * bytes.len() as u32;
             let now = Instant::now();
             if self.tx_free > now {
