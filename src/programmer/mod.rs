@@ -24,6 +24,7 @@ use crate::part::{FuseKind, Part};
 
 pub mod open;
 pub mod sim;
+pub mod avrdude;
 pub mod stk500;
 
 pub use open::{open, ProgrammerSpec};
