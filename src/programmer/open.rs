@@ -73,7 +73,7 @@ pub async fn open(spec: &ProgrammerSpec, part: &'static Part) -> ProgResult<Box<
         ProgrammerKind::Arduino => Ok(Box::new(Stk500Programmer::arduino(serial_port(spec)?, spec.baud))),
         ProgrammerKind::Avrdude => Err(ProgError::with_hint(
             FailureClass::Config,
-            "the avrdude fallback runs whole jobs in one avrdude call (flashline::programmer::avrdude::run_job), not single programmer operations",
+            "the avrdude fallback runs a whole job in one avrdude call and cannot be driven one operation at a time: run it through flashline::programmer::avrdude::run_job",
         )),
         ProgrammerKind::Usbasp | ProgrammerKind::Usbtiny => {
             let selector = usb_selector(spec)?;
