@@ -20,6 +20,7 @@
 //! | [`error`] | failure classes and operator-facing errors |
 //! | [`db`] | records: attempts, steps, units in SQLite/PostgreSQL |
 //! | [`report`] | yield reports, unit CSV export, charts |
+//! | [`web`] | operator dashboard in the browser: tiles, scan box, live events, token guard |
 
 pub mod bootloader;
 pub mod build;
@@ -37,3 +38,4 @@ pub mod recipe;
 pub mod sim;
 pub mod station;
 pub mod verify;
+pub mod web;

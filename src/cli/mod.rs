@@ -5,6 +5,7 @@ pub mod build;
 pub mod report;
 pub mod logging;
 pub mod run;
+pub mod serve;
 pub mod flash;
 pub mod sim;
 pub mod unit;
