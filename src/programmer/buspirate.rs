@@ -41,7 +41,7 @@ pub const SPEEDS_HZ: [u32; 8] = [30_000, 125_000, 250_000, 1_000_000, 2_000_000,
 pub const SPEED_LADDER: &[u8] = &[2, 1, 0];
 
 /// Slack on every reply beyond line and SPI time.
-const REPLY_SLACK: Duration = Duration::from_millis(500);
+const REPLY_SLACK: Duration = Duration::from_secs(2);
 /// Peripherals: power on, CS high (RESET released) / CS low (RESET asserted).
 const PERIPH_POWER_CS_HIGH: u8 = 0x49;
 const PERIPH_POWER_CS_LOW: u8 = 0x48;
