@@ -226,6 +226,7 @@ fn print_outcome(r: &JobReport) {
 
 /// `flashline flash`.
 pub fn flash(a: FlashArgs) -> anyhow::Result<ExitCode> {
+    let _log = super::init_logging(None)?;
     let part = a.prog.part()?;
     let spec = a.prog.spec()?;
     let image = hex::read_file(&a.image).map_err(|e| anyhow!("{e}"))?;
@@ -271,6 +272,7 @@ pub fn flash(a: FlashArgs) -> anyhow::Result<ExitCode> {
 
 /// `flashline read`.
 pub fn read(a: ReadArgs) -> anyhow::Result<ExitCode> {
+    let _log = super::init_logging(None)?;
     let part = a.prog.part()?;
     let spec = a.prog.spec()?;
     let human = HumanProgress::new(!a.json);
