@@ -71,12 +71,14 @@ impl Meter {
     fn spi_instruction(&mut self, sck_hz: u32) {
         self.fw_us += 32.0 * 1e6 / sck_hz.max(1) as f64 + 4.0 * FW_BYTE_US;
     }
-    /// The firmware waits `us` (fixed delay or polling until the target is ready).
+    /// The firmware waits `us` (fixed delay or polling until the target is ready). With timing
+    /// on, waits of a millisecond or more are slept now (the target's busy time runs in real
+    /// time); shorter ones are settled with the transfer (timer granularity is ~1 ms).
     async fn wait(&mut self, us: f64) {
         self.fw_us += us;
         if self.timing {
             let owe = self.fw_us - self.slept_us;
-            if owe > 0.0 {
+            if owe >= 1000.0 {
                 tokio::time::sleep(Duration::from_micros(owe as u64)).await;
                 self.slept_us = self.fw_us;
             }
@@ -284,8 +286,8 @@ impl UsbaspState {
                         ok = true;
                         break;
                     }
-                    // Not in sync: pulse SCK, wait, try again.
-                    m.wait(320.0).await;
+                    // Not in sync: pulse SCK (one software SCK period high, one low), try again.
+                    m.wait(2.0 * 1e6 / self.sck_hz.max(1) as f64).await;
                 }
                 vec![if ok { 0 } else { 1 }]
             }
