@@ -20,7 +20,9 @@
 //! | [`error`] | failure classes and operator-facing errors |
 //! | [`db`] | records: attempts, steps, units in SQLite/PostgreSQL |
 //! | [`report`] | yield reports, unit CSV export, charts |
+//! | [`bench`] | speed benchmarks: cycle vs protocol bound, vs avrdude, scaling, build |
 
+pub mod bench;
 pub mod bootloader;
 pub mod build;
 pub mod db;

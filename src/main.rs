@@ -44,6 +44,8 @@ enum Command {
     Report(cli::report::ReportCommand),
     /// Run a recipe on a station: scan boards, flash them in parallel, record every attempt.
     Run(cli::run::RunArgs),
+    /// Speed benchmarks (issue 6): cycle vs bound, vs avrdude, USB transfers, scaling, build.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Run(a) => cli::run::run(a),
         Command::Flash(a) => cli::flash::flash(a),
         Command::Read(a) => cli::flash::read(a),
+        Command::Bench(a) => cli::bench::bench(a),
     };
     match result {
         Ok(code) => code,

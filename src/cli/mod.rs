@@ -1,6 +1,7 @@
 //! Command implementations. Each file owns its clap argument structs and prints for humans;
 //! the library underneath never touches the terminal.
 
+pub mod bench;
 pub mod build;
 pub mod programmers;
 pub mod report;
