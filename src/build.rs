@@ -354,7 +354,7 @@ pub fn prepare(recipe_path: &Path) -> Result<Production, BuildError> {
             image.insert(a, d).map_err(|c| BuildError::Overlap {
                 firmware: fw.path.clone(),
                 bootloader: bl.path.clone(),
-                ranges: vec![c.addr as u64..c.addr as u64 + 1],
+                ranges: std::iter::once(c.addr as u64..c.addr as u64 + 1).collect(),
             })?;
         }
     }

@@ -139,9 +139,9 @@ pub fn parse(text: &str, name: &str) -> Result<Image, HexError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
 
     let mut image = Image::new();
-    // Data records in file order, (start, end, line): consulted only to name the first writer
-    // of a conflicting address.
-    let mut written: Vec<(u64, u64, usize)> = Vec::new();
+    // Data records (address, bytes, line), inserted in address order after the whole file is
+    // read: the image then only ever appends, so reading stays linear whatever the record order.
+    let mut records: Vec<(u64, Vec<u8>, usize)> = Vec::new();
     let mut base: u64 = 0;
     let mut eof_line: Option<usize> = None;
     let mut start: Option<StartAddress> = None;
@@ -164,12 +164,7 @@ pub fn parse(text: &str, name: &str) -> Result<Image, HexError> {
                 if end > u32::MAX as u64 + 1 {
                     return Err(err(n, HexErrorKind::AddressOverflow));
                 }
-                if let Err(c) = image.insert(addr as u32, &value) {
-                    let a = c.addr as u64;
-                    let first_line = written.iter().rev().find(|(s, e, _)| (*s..*e).contains(&a)).map(|w| w.2);
-                    return Err(err(n, HexErrorKind::Conflict { addr: c.addr, old: c.old, new: c.new, first_line }));
-                }
-                written.push((addr, end, n));
+                records.push((addr, value, n));
             }
             Record::EndOfFile => eof_line = Some(n),
             Record::ExtendedSegmentAddress(seg) => base = (seg as u64) << 4,
@@ -186,6 +181,23 @@ pub fn parse(text: &str, name: &str) -> Result<Image, HexError> {
             line: if last_line > 0 { Some(last_line) } else { None },
             kind: HexErrorKind::MissingEof,
         });
+    }
+    records.sort_by_key(|r| r.0); // stable: file order kept per address
+    for (i, (addr, value, n)) in records.iter().enumerate() {
+        if let Err(c) = image.insert(*addr as u32, value) {
+            // Find the earlier-inserted record holding the old byte, then report in file order.
+            let a = c.addr as u64;
+            let other = records[..i]
+                .iter()
+                .rev()
+                .find(|(s, v, _)| (*s..*s + v.len() as u64).contains(&a) && v[(a - s) as usize] == c.old)
+                .map(|r| r.2);
+            let (line, first_line, old, new) = match other {
+                Some(o) if o > *n => (o, Some(*n), c.new, c.old),
+                o => (*n, o, c.old, c.new),
+            };
+            return Err(err(line, HexErrorKind::Conflict { addr: c.addr, old, new, first_line }));
+        }
     }
     image.start = start;
     Ok(image)

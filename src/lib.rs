@@ -20,7 +20,10 @@
 //! | [`error`] | failure classes and operator-facing errors |
 //! | [`db`] | records: attempts, steps, units in SQLite/PostgreSQL |
 //! | [`report`] | yield reports, unit CSV export, charts |
+//! | [`bench`] | speed benchmarks: cycle vs protocol bound, vs avrdude, scaling, build |
+//! | [`web`] | operator dashboard in the browser: tiles, scan box, live events, token guard |
 
+pub mod bench;
 pub mod bootloader;
 pub mod build;
 pub mod db;
@@ -37,3 +40,4 @@ pub mod recipe;
 pub mod sim;
 pub mod station;
 pub mod verify;
+pub mod web;

@@ -27,6 +27,8 @@ enum Command {
     /// Fuse tools: decode fuse bytes into words.
     #[command(subcommand)]
     Fuses(cli::build::FusesCommand),
+    /// List attached programmers (USB and serial) with how to select each and access status.
+    Programmers(cli::programmers::ProgrammersArgs),
     /// Program one board: identify, erase, program, verify, fuses, lock. Exit 0 only when
     /// everything verified (1: the board failed, 3: the programmer failed, 2: bad input).
     Flash(cli::flash::FlashArgs),
@@ -40,8 +42,13 @@ enum Command {
     /// Reports over the records: yield, unit CSV export.
     #[command(subcommand)]
     Report(cli::report::ReportCommand),
+    /// Dashboard over an existing database: read-only live view of totals, yield and recent
+    /// attempts (polls the records).
+    Serve(cli::serve::ServeArgs),
     /// Run a recipe on a station: scan boards, flash them in parallel, record every attempt.
     Run(cli::run::RunArgs),
+    /// Speed benchmarks (issue 6): cycle vs bound, vs avrdude, USB transfers, scaling, build.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,11 +60,14 @@ fn main() -> ExitCode {
         Command::Bootloaders => cli::build::bootloaders(),
         Command::Fuses(c) => cli::build::fuses(c),
         Command::Sim(c) => cli::sim::run(c),
+        Command::Programmers(a) => cli::programmers::run(a),
         Command::Unit(a) => cli::unit::run(a),
         Command::Report(c) => cli::report::run(c),
+        Command::Serve(a) => cli::serve::run(a),
         Command::Run(a) => cli::run::run(a),
         Command::Flash(a) => cli::flash::flash(a),
         Command::Read(a) => cli::flash::read(a),
+        Command::Bench(a) => cli::bench::bench(a),
     };
     match result {
         Ok(code) => code,

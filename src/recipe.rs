@@ -128,6 +128,16 @@ pub enum SerialFormat {
     U32be,
 }
 
+impl SerialFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            SerialFormat::Ascii => "ascii",
+            SerialFormat::U32le => "u32le",
+            SerialFormat::U32be => "u32be",
+        }
+    }
+}
+
 /// `serial.write:` — per-unit serial numbers allocated from a counter.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -229,7 +229,7 @@ fn refuses_overlap_and_says_where() {
     fw.insert(0x7030, &[0xAA; 8]).unwrap(); // stray data inside the bootloader's code
     let s = dfu_scratch(&fw);
     let e = err(&s.recipe(&format!("sku: X\nmcu: atmega32u4\nfirmware: fw/fw.hex\n{DFU_BL}")));
-    assert!(matches!(&e, BuildError::Overlap { ranges, .. } if ranges == &vec![0x7030..0x7038]), "{e:?}");
+    assert!(matches!(&e, BuildError::Overlap { ranges, .. } if ranges.len() == 1 && ranges[0] == (0x7030..0x7038)), "{e:?}");
     assert!(e.to_string().contains("overlap at 0x7030..0x7037"), "{e}");
 }
 
@@ -255,7 +255,7 @@ fn refuses_firmware_reaching_into_the_boot_section() {
     let s = Scratch::new();
     s.image("fw/fw.hex", &firmware(0x7008));
     let e = err(&s.recipe("sku: X\nmcu: atmega32u4\nfirmware: fw/fw.hex\nfuses: { low: 0x5E, high: 0x99, extended: 0xF3 }\nclock: crystal\n"));
-    assert!(matches!(&e, BuildError::FirmwareInBootSection { ranges, .. } if ranges == &vec![0x7000..0x7008]), "{e:?}");
+    assert!(matches!(&e, BuildError::FirmwareInBootSection { ranges, .. } if ranges.len() == 1 && ranges[0] == (0x7000..0x7008)), "{e:?}");
     let msg = e.to_string();
     assert!(msg.contains("boot section 0x7000..0x7FFF") && msg.contains("BOOTSZ=00") && msg.contains("0x99"), "{msg}");
     // The same firmware fits when BOOTSZ=11 (512 B at 0x7E00).

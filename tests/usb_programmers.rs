@@ -252,3 +252,48 @@ async fn timed_targets_are_never_addressed_while_busy() {
     let s: UsbSimStats = sim.stats().await;
     assert!(s.host_delays >= Duration::from_micros(6 * 4500), "page waits are modelled: {s:?}");
 }
+
+/// The same work done avrdude's way (its request sequence replayed against the emulator) and
+/// flashline's way: identical chip contents, fewer transfers for flashline. (Modelled time is
+/// for the benchmarks; here only the deterministic transfer counts are compared.)
+#[tokio::test]
+async fn fewer_transfers_than_avrdude_for_the_same_work() {
+    use flashline::sim::usb::avrdude_way;
+    let part = part::find("atmega32u4").unwrap();
+    let image = fixture("Caterina-Micro.hex");
+    let fuses = FuseSet { low: Some(0x5E), high: Some(0xD9), extended: Some(0xF3) };
+    let mut plan = JobPlan::new(part, image.clone());
+    plan.fuses = fuses;
+
+    let mut a = UsbaspSim::new(target(part, false, Fault::None));
+    avrdude_way::usbasp_flash(&mut a, part, &image, &fuses).await.unwrap();
+    let ours = UsbaspSim::new(target(part, false, Fault::None));
+    let (r, _) = run(&mut Usbasp::new(ours.clone()), &plan).await;
+    assert_eq!(r.result, JobResult::Pass, "{:?}", r.message);
+    assert_eq!(a.target().await.flash(), ours.target().await.flash());
+    let (sa, so) = (a.stats().await, ours.stats().await);
+    assert!(so.transfers < sa.transfers, "usbasp: flashline {} vs avrdude {} transfers", so.transfers, sa.transfers);
+    eprintln!("usbasp: flashline {:?} vs avrdude {:?}", so, sa);
+
+    let mut a = UsbtinySim::new(target(part, false, Fault::None));
+    avrdude_way::usbtiny_flash(&mut a, part, &image, &fuses).await.unwrap();
+    let ours = UsbtinySim::new(target(part, false, Fault::None));
+    let (r, _) = run(&mut Usbtiny::new(ours.clone()), &plan).await;
+    assert_eq!(r.result, JobResult::Pass, "{:?}", r.message);
+    assert_eq!(a.target().await.flash(), ours.target().await.flash());
+    let (sa, so) = (a.stats().await, ours.stats().await);
+    assert!(so.transfers <= sa.transfers, "usbtiny: flashline {} vs avrdude {} transfers", so.transfers, sa.transfers);
+    eprintln!("usbtiny: flashline {:?} vs avrdude {:?}", so, sa);
+}
+
+/// `flashline programmers --json` runs on a machine without programmers and prints a JSON array.
+#[test]
+fn programmers_command_lists_as_json() {
+    let out = assert_cmd::Command::cargo_bin("flashline").unwrap().args(["programmers", "--json"]).timeout(Duration::from_secs(20)).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v.is_array());
+    for p in v.as_array().unwrap() {
+        assert!(p["selector"].is_string() && p["access"].is_string(), "{p}");
+    }
+}

@@ -92,9 +92,9 @@ fn summary(p: &Production) {
         }
         if let Some(w) = &s.write {
             println!(
-                "  {:<10} {:?} at {} 0x{:X}, {} bytes, first {}",
+                "  {:<10} {} at {} 0x{:X}, {} bytes, first {}",
                 "serial no.",
-                w.format,
+                w.format.name(),
                 w.memory.name(),
                 w.address,
                 w.byte_len(),

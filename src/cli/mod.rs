@@ -1,10 +1,13 @@
 //! Command implementations. Each file owns its clap argument structs and prints for humans;
 //! the library underneath never touches the terminal.
 
+pub mod bench;
 pub mod build;
+pub mod programmers;
 pub mod report;
 pub mod logging;
 pub mod run;
+pub mod serve;
 pub mod flash;
 pub mod sim;
 pub mod unit;

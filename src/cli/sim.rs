@@ -7,6 +7,7 @@ use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand, ValueEnum};
 
 use flashline::part;
+use flashline::sim::buspirate::{BusPirateEmulator, BusPirateOptions};
 use flashline::sim::stk500::{EmulatorOptions, Stk500Emulator, Stk500Mode};
 use flashline::sim::{Fault, SimOptions, SimTarget};
 
@@ -63,29 +64,36 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     if a.baud == 0 {
         return Err(anyhow!("--baud must be above 0"));
     }
-    let mode = match a.protocol {
-        Protocol::Stk500v1 => Stk500Mode::Avrisp,
-        Protocol::Arduino => Stk500Mode::Arduino,
-        Protocol::Buspirate => {
-            return Err(anyhow!("the Bus Pirate emulator is not in this build (it lands with flashline::sim::buspirate)"))
-        }
-    };
     let mut opts = SimOptions::new(a.timing, fault);
     opts.seed = a.seed;
     let target = SimTarget::new(part, opts);
-    let emu = Stk500Emulator::spawn(target, EmulatorOptions::new(mode).baud(a.baud).line_timing(a.timing))
-        .context("could not open a pseudo-terminal for the emulator")?;
+    let (path, emu) = match a.protocol {
+        Protocol::Stk500v1 | Protocol::Arduino => {
+            let mode = if matches!(a.protocol, Protocol::Stk500v1) { Stk500Mode::Avrisp } else { Stk500Mode::Arduino };
+            let emu = Stk500Emulator::spawn(target, EmulatorOptions::new(mode).baud(a.baud).line_timing(a.timing))
+                .context("could not open a pseudo-terminal for the emulator")?;
+            (emu.path().to_path_buf(), Served::Stk500(emu, mode))
+        }
+        Protocol::Buspirate => {
+            let emu = BusPirateEmulator::spawn(target, BusPirateOptions { baud: a.baud, line_timing: a.timing, ..BusPirateOptions::default() })
+                .context("could not open a pseudo-terminal for the emulator")?;
+            (emu.path().to_path_buf(), Served::BusPirate(emu))
+        }
+    };
 
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", emu.path().display())?;
+    writeln!(out, "{}", path.display())?;
     out.flush()?;
     drop(out);
+    let what = match &emu {
+        Served::Stk500(_, Stk500Mode::Avrisp) => "stk500v1 (ArduinoISP)",
+        Served::Stk500(..) => "arduino (Optiboot)",
+        Served::BusPirate(_) => "buspirate (Bus Pirate v3, firmware v6 binary SPI)",
+    };
     eprintln!(
-        "serving {} ({}) for {} on {} at {} baud{}{}; stop with Ctrl-C",
-        mode.name(),
-        if mode == Stk500Mode::Avrisp { "ArduinoISP" } else { "Optiboot" },
+        "serving {what} for {} on {} at {} baud{}{}; stop with Ctrl-C",
         part.name,
-        emu.path().display(),
+        path.display(),
         a.baud,
         if a.timing { ", timed" } else { "" },
         if a.fault != "none" { format!(", fault {}", a.fault) } else { String::new() },
@@ -102,8 +110,17 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         anyhow::Ok(())
     })?;
-    let stats = emu.target().stats().clone();
-    emu.stop();
+    let stats = match &emu {
+        Served::Stk500(e, _) => e.target().stats().clone(),
+        Served::BusPirate(e) => e.target().stats().clone(),
+    };
+    drop(emu);
     eprintln!("stopped: {} SPI instructions, {} page writes, {} chip erases", stats.spi_commands, stats.page_writes, stats.chip_erases);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The emulator being served (dropping it stops it and closes the pty).
+enum Served {
+    Stk500(Stk500Emulator, Stk500Mode),
+    BusPirate(BusPirateEmulator),
 }

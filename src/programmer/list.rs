@@ -165,6 +165,20 @@ pub fn resolve_serial<'a>(sel: &Selector, candidates: &'a [SerialCandidate]) -> 
     }
 }
 
+/// Resolve a `--port` value for a serial programmer: a path is taken as it is; a USB selector
+/// (`serial:…`, `bus-port:…`, `vidpid:…`) is looked up among this machine's `/dev/ttyACM*` and
+/// `/dev/ttyUSB*` ports through sysfs.
+pub fn resolve_port(port: &Path) -> Result<PathBuf, String> {
+    let text = port.to_string_lossy();
+    let looks_like_selector = ["serial:", "bus-port:", "vidpid:"].iter().any(|p| text.starts_with(p));
+    if !looks_like_selector {
+        return Ok(port.to_path_buf());
+    }
+    let sel = Selector::parse(&text)?;
+    let candidates = serial_candidates(Path::new("/dev"), Path::new("/sys"));
+    resolve_serial(&sel, &candidates).map(|c| c.path.clone())
+}
+
 /// Whether this process can open a device node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -340,18 +354,23 @@ pub fn build_listing(usb: &[UsbDeviceRecord], serial: &[SerialCandidate], check:
     out
 }
 
+/// What [`list_programmers`] found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Listing {
+    pub programmers: Vec<ListedProgrammer>,
+    /// Why USB devices could not be enumerated (serial ports are still listed).
+    pub usb_error: Option<String>,
+}
+
 /// List what is attached on this machine: USB programmers through nusb, serial ports through
 /// `/dev` and `/sys`.
-pub async fn list_programmers() -> Result<Vec<ListedProgrammer>, String> {
-    let usb = match crate::programmer::usb::usb_devices().await {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::warn!("USB enumeration failed: {e}");
-            Vec::new()
-        }
+pub async fn list_programmers() -> Listing {
+    let (usb, usb_error) = match crate::programmer::usb::usb_devices().await {
+        Ok(v) => (v, None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
     };
     let serial = serial_candidates(Path::new("/dev"), Path::new("/sys"));
-    Ok(build_listing(&usb, &serial, &node_access))
+    Listing { programmers: build_listing(&usb, &serial, &node_access), usb_error }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! four-byte ISP instruction), so a driver only overrides what its protocol does better
 //! (paged writes, block reads).
 
+pub mod buspirate;
 pub mod list;
 pub mod usb;
 pub mod usbasp;
@@ -23,6 +24,7 @@ use crate::part::{FuseKind, Part};
 
 pub mod open;
 pub mod sim;
+pub mod avrdude;
 pub mod stk500;
 
 pub use open::{open, ProgrammerSpec};

@@ -71,10 +71,10 @@ pub async fn open(spec: &ProgrammerSpec, part: &'static Part) -> ProgResult<Box<
         ProgrammerKind::Sim => Ok(Box::new(SimProgrammer::new(part, spec.sim.clone(), spec.name.clone()))),
         ProgrammerKind::Avrisp => Ok(Box::new(Stk500Programmer::avrisp(serial_port(spec)?, spec.baud))),
         ProgrammerKind::Arduino => Ok(Box::new(Stk500Programmer::arduino(serial_port(spec)?, spec.baud))),
-        ProgrammerKind::Avrdude => Err(ProgError::with_hint(
-            FailureClass::Config,
-            "the avrdude fallback runs whole jobs in one avrdude call (flashline::programmer::avrdude::run_job), not single programmer operations",
-        )),
+        ProgrammerKind::Avrdude => Ok(Box::new(crate::programmer::avrdude::AvrdudeProgrammer::new(
+            spec.clone(),
+            crate::programmer::avrdude::AvrdudeOptions::default(),
+        ))),
         ProgrammerKind::Usbasp | ProgrammerKind::Usbtiny => {
             let selector = usb_selector(spec)?;
             let usb = crate::programmer::usb::NusbTransport::open(spec.kind, selector.as_ref()).await?;
@@ -84,7 +84,9 @@ pub async fn open(spec: &ProgrammerSpec, part: &'static Part) -> ProgResult<Box<
                 Box::new(crate::programmer::usbtiny::Usbtiny::new(usb))
             })
         }
-        ProgrammerKind::Buspirate => not_in_build(spec.kind),
+        ProgrammerKind::Buspirate => {
+            Ok(Box::new(crate::programmer::buspirate::BusPirate::new(serial_port(spec)?, spec.baud)))
+        }
     }
 }
 
@@ -109,16 +111,11 @@ fn usb_selector(spec: &ProgrammerSpec) -> ProgResult<Option<crate::programmer::l
     }
 }
 
-/// The serial port a serial programmer needs.
+/// The serial port a serial programmer needs. `--port` may also be a USB selector
+/// (`serial:A6008isP`, `bus-port:1-1.4`, `vidpid:…`) naming the USB-serial device behind it.
 fn serial_port(spec: &ProgrammerSpec) -> ProgResult<PathBuf> {
-    spec.port.clone().ok_or_else(|| {
+    let port = spec.port.clone().ok_or_else(|| {
         ProgError::with_hint(FailureClass::Config, format!("programmer {} ({}) needs a serial port (--port /dev/ttyACM0)", spec.kind, spec.name))
-    })
-}
-
-fn not_in_build(kind: ProgrammerKind) -> ProgResult<Box<dyn Programmer>> {
-    Err(ProgError::new(
-        FailureClass::ProgrammerOpen,
-        format!("programmer {kind} is not available in this build"),
-    ))
+    })?;
+    crate::programmer::list::resolve_port(&port).map_err(|e| ProgError::with_hint(FailureClass::Config, format!("programmer {} ({}): {e}", spec.kind, spec.name)))
 }

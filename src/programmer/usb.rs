@@ -164,7 +164,9 @@ impl NusbTransport {
             other => return Err(ProgError::new(FailureClass::Config, format!("{other} is not a USB programmer"))),
         };
         let what = format!("{kind} ({vid:04X}:{pid:04X})");
-        let list = nusb::list_devices().await.map_err(|e| UsbError::from(e).into_prog(&format!("{what}: listing USB devices")))?;
+        let list = nusb::list_devices().await.map_err(|e| {
+            ProgError::with_hint(FailureClass::ProgrammerOpen, format!("{what}: cannot enumerate USB devices ({e}); is USB visible to this machine or container?"))
+        })?;
         let infos: Vec<nusb::DeviceInfo> = list
             .filter(|d| d.vendor_id() == vid && d.product_id() == pid)
             .filter(|d| selector.map(|s| s.matches_usb(&record_of(d))).unwrap_or(true))

@@ -24,6 +24,11 @@ impl Pty {
     /// serial port behaves.
     pub fn open() -> std::io::Result<Pty> {
         let pair = openpty(None, None).map_err(std::io::Error::from)?;
+        // openpty(3) does not set close-on-exec: without it every child process (avrdude run
+        // by a test or the fallback) would inherit the master and keep a "vanished" pty alive.
+        for fd in [pair.master.as_raw_fd(), pair.slave.as_raw_fd()] {
+            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).map_err(std::io::Error::from)?;
+        }
         let mut t = termios::tcgetattr(&pair.slave).map_err(std::io::Error::from)?;
         termios::cfmakeraw(&mut t);
         termios::tcsetattr(&pair.slave, SetArg::TCSANOW, &t).map_err(std::io::Error::from)?;

@@ -71,12 +71,14 @@ impl Meter {
     fn spi_instruction(&mut self, sck_hz: u32) {
         self.fw_us += 32.0 * 1e6 / sck_hz.max(1) as f64 + 4.0 * FW_BYTE_US;
     }
-    /// The firmware waits `us` (fixed delay or polling until the target is ready).
+    /// The firmware waits `us` (fixed delay or polling until the target is ready). With timing
+    /// on, waits of a millisecond or more are slept now (the target's busy time runs in real
+    /// time); shorter ones are settled with the transfer (timer granularity is ~1 ms).
     async fn wait(&mut self, us: f64) {
         self.fw_us += us;
         if self.timing {
             let owe = self.fw_us - self.slept_us;
-            if owe > 0.0 {
+            if owe >= 1000.0 {
                 tokio::time::sleep(Duration::from_micros(owe as u64)).await;
                 self.slept_us = self.fw_us;
             }
@@ -284,8 +286,8 @@ impl UsbaspState {
                         ok = true;
                         break;
                     }
-                    // Not in sync: pulse SCK, wait, try again.
-                    m.wait(320.0).await;
+                    // Not in sync: pulse SCK (one software SCK period high, one low), try again.
+                    m.wait(2.0 * 1e6 / self.sck_hz.max(1) as f64).await;
                 }
                 vec![if ok { 0 } else { 1 }]
             }
@@ -637,5 +639,134 @@ mod tests {
         assert_eq!(back, page);
         // V-USB truncates wLength to 8 bits.
         assert_eq!(sim.control_in(usbasp_req::READFLASH, 0, 0, 256, TO).await.unwrap().len(), 0);
+    }
+}
+
+/// avrdude 7.1's request sequence for `-U flash:w:FILE -U lfuse:w:… …` on these programmers,
+/// replayed against the emulators, so benchmarks can compare transfer counts and modelled
+/// time with flashline's drivers doing the same work (the real avrdude cannot reach an
+/// emulated USB device).
+///
+/// The sequence follows avrdude's `usbasp.c` / `usbtiny.c` and its generic `avr.c` flow:
+/// initialise (USBasp: GETCAPABILITIES, SETISPSCK, CONNECT, 100 ms, ENABLEPROG; USBtiny:
+/// POWERUP, 50 ms, Programming Enable), three signature reads, chip erase followed by a full
+/// re-initialise, every page the file covers written (USBasp: SETLONGADDRESS + WRITEFLASH in
+/// 200-byte blocks; USBtiny: FLASH_WRITE in 128-byte chunks then Write Page and the part's page
+/// delay), the same pages read back (USBasp: SETLONGADDRESS + READFLASH per 200 bytes; USBtiny:
+/// FLASH_READ per 128 bytes below 64 KiB, one SPI instruction per byte above), then per fuse a
+/// write, the fuse delay, a read-back, and the `-U` verify read; finally DISCONNECT/POWERDOWN.
+pub mod avrdude_way {
+    use super::*;
+    use crate::image::Image;
+    use crate::part::{FuseKind, FuseSet, Part};
+
+    const TO: Duration = Duration::from_secs(5);
+
+    async fn usbasp_init(t: &mut UsbaspSim) -> Result<(), UsbError> {
+        t.control_in(usbasp_req::GETCAPABILITIES, 0, 0, 4, TO).await?;
+        t.control_in(usbasp_req::SETISPSCK, 0, 0, 4, TO).await?;
+        t.control_in(usbasp_req::CONNECT, 0, 0, 4, TO).await?;
+        t.delay(Duration::from_millis(100)).await;
+        t.control_in(usbasp_req::ENABLEPROG, 0, 0, 4, TO).await?;
+        Ok(())
+    }
+
+    async fn usbasp_spi(t: &mut UsbaspSim, c: isp::Cmd) -> Result<Vec<u8>, UsbError> {
+        t.control_in(usbasp_req::TRANSMIT, u16::from_le_bytes([c[0], c[1]]), u16::from_le_bytes([c[2], c[3]]), 4, TO).await
+    }
+
+    /// avrdude `-c usbasp` programming `image` and `fuses` (with its default verify).
+    pub async fn usbasp_flash(t: &mut UsbaspSim, part: &'static Part, image: &Image, fuses: &FuseSet) -> Result<(), UsbError> {
+        usbasp_init(t).await?;
+        for i in 0..3 {
+            usbasp_spi(t, isp::read_signature(i)).await?;
+        }
+        usbasp_spi(t, isp::CHIP_ERASE).await?;
+        t.delay(Duration::from_micros(part.delays.chip_erase_us as u64)).await;
+        usbasp_init(t).await?;
+        let ps = part.flash_page_size as usize;
+        let pages = image.pages(part.flash_page_size);
+        for (addr, data) in &pages {
+            let mut a = *addr;
+            for (i, block) in data.chunks(200).enumerate() {
+                t.control_in(usbasp_req::SETLONGADDRESS, a as u16, (a >> 16) as u16, 4, TO).await?;
+                let flags = if i == 0 { usbasp_req::BLOCKFLAG_FIRST } else { 0 };
+                let index = u16::from_le_bytes([ps as u8, flags | (((ps & 0xF00) >> 4) as u8)]);
+                t.control_out(usbasp_req::WRITEFLASH, a as u16, index, block, TO).await?;
+                a += block.len() as u32;
+            }
+        }
+        for (addr, data) in &pages {
+            let mut a = *addr;
+            for block in data.chunks(200) {
+                t.control_in(usbasp_req::SETLONGADDRESS, a as u16, (a >> 16) as u16, 4, TO).await?;
+                t.control_in(usbasp_req::READFLASH, a as u16, 0, block.len() as u16, TO).await?;
+                a += block.len() as u32;
+            }
+        }
+        for k in FuseKind::ALL {
+            if let Some(v) = fuses.get(k) {
+                usbasp_spi(t, isp::write_fuse(k, v)).await?;
+                t.delay(Duration::from_micros(part.delays.fuse_us as u64)).await;
+                usbasp_spi(t, isp::read_fuse(k)).await?;
+                usbasp_spi(t, isp::read_fuse(k)).await?;
+            }
+        }
+        t.control_in(usbasp_req::DISCONNECT, 0, 0, 4, TO).await?;
+        Ok(())
+    }
+
+    async fn usbtiny_spi(t: &mut UsbtinySim, c: isp::Cmd) -> Result<Vec<u8>, UsbError> {
+        t.control_in(usbtiny_req::SPI, u16::from_le_bytes([c[0], c[1]]), u16::from_le_bytes([c[2], c[3]]), 4, TO).await
+    }
+
+    async fn usbtiny_init(t: &mut UsbtinySim) -> Result<(), UsbError> {
+        t.control_in(usbtiny_req::POWERUP, 10, usbtiny_req::RESET_LOW, 0, TO).await?;
+        t.delay(Duration::from_millis(50)).await;
+        usbtiny_spi(t, isp::PROG_ENABLE).await?;
+        Ok(())
+    }
+
+    /// avrdude `-c usbtiny` programming `image` and `fuses` (with its default verify).
+    pub async fn usbtiny_flash(t: &mut UsbtinySim, part: &'static Part, image: &Image, fuses: &FuseSet) -> Result<(), UsbError> {
+        usbtiny_init(t).await?;
+        for i in 0..3 {
+            usbtiny_spi(t, isp::read_signature(i)).await?;
+        }
+        usbtiny_spi(t, isp::CHIP_ERASE).await?;
+        t.delay(Duration::from_micros(part.delays.chip_erase_us as u64)).await;
+        usbtiny_init(t).await?;
+        let pages = image.pages(part.flash_page_size);
+        for (addr, data) in &pages {
+            if part.flash_size > 0x20000 {
+                usbtiny_spi(t, isp::load_extended_address(*addr)).await?;
+            }
+            for (i, chunk) in data.chunks(128).enumerate() {
+                t.control_out(usbtiny_req::FLASH_WRITE, 0, (*addr as usize + i * 128) as u16, chunk, TO).await?;
+            }
+            usbtiny_spi(t, isp::write_page(*addr)).await?;
+            t.delay(Duration::from_micros(part.delays.flash_page_us as u64)).await;
+        }
+        for (addr, data) in &pages {
+            if *addr >= 0x10000 {
+                for a in *addr..*addr + data.len() as u32 {
+                    usbtiny_spi(t, isp::read_flash(a)).await?;
+                }
+            } else {
+                for (i, chunk) in data.chunks(128).enumerate() {
+                    t.control_in(usbtiny_req::FLASH_READ, 0, (*addr as usize + i * 128) as u16, chunk.len() as u16, TO).await?;
+                }
+            }
+        }
+        for k in FuseKind::ALL {
+            if let Some(v) = fuses.get(k) {
+                usbtiny_spi(t, isp::write_fuse(k, v)).await?;
+                t.delay(Duration::from_micros(part.delays.fuse_us as u64)).await;
+                usbtiny_spi(t, isp::read_fuse(k)).await?;
+                usbtiny_spi(t, isp::read_fuse(k)).await?;
+            }
+        }
+        t.control_in(usbtiny_req::POWERDOWN, 0, 0, 0, TO).await?;
+        Ok(())
     }
 }

@@ -1,0 +1,207 @@
+//! Table 2: avrdude 7.1 against `flashline flash` on the very same emulator and image.
+//!
+//! Both tools run as the processes a user starts (`avrdude …` and `flashline flash …`), each
+//! against its own fresh timed ArduinoISP emulator (ATmega32U4, 115200 baud, line timing,
+//! datasheet delays) in this process, so the emulator's counters say how many bytes each tool
+//! put on the wire. After every run the target must hold the image, or the table fails.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::build::Production;
+use crate::part::FuseKind;
+
+use super::cycle::{check_target, timed_emulator, BAUD};
+use super::{median, secs, spread, BenchError, BenchOptions, BenchResult, Table};
+
+/// Goals: avrdude's time / ours.
+pub const GOAL_FULL: f64 = 1.3;
+pub const GOAL_WRITTEN: f64 = 2.5;
+
+/// Which tool and mode one run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    Avrdude,
+    FlashlineFull,
+    FlashlineWritten,
+}
+
+impl Tool {
+    pub fn label(self) -> &'static str {
+        match self {
+            Tool::Avrdude => "avrdude 7.1 -c avrisp (full verify)",
+            Tool::FlashlineFull => "flashline flash (verify full)",
+            Tool::FlashlineWritten => "flashline flash --verify written",
+        }
+    }
+}
+
+/// One measured process run.
+#[derive(Debug, Clone)]
+pub struct ToolRun {
+    pub wall: Duration,
+    pub wire_bytes: u64,
+    pub commands: u64,
+    /// Instructions that reached the target while it was busy (ignored by the chip).
+    pub busy_violations: u64,
+}
+
+/// The avrdude version line (`avrdude version 7.1, …`), or an error saying it is missing.
+pub fn avrdude_version() -> BenchResult<String> {
+    let out = Command::new("avrdude").arg("-?").output().map_err(|e| BenchError::new(format!("avrdude is not runnable ({e}): install Debian's avrdude 7.1")))?;
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.contains("avrdude version"))
+        .map(|l| l.trim().to_string())
+        .ok_or_else(|| BenchError::new("avrdude -? printed no version line"))
+}
+
+/// The command line for `tool` against `pty` (the program, then its arguments).
+pub fn command_line(tool: Tool, flashline: &Path, production: &Production, image: &Path, pty: &Path) -> Vec<String> {
+    let f = production.fuses;
+    let mut v: Vec<String> = Vec::new();
+    match tool {
+        Tool::Avrdude => {
+            v.extend(["avrdude", "-c", "avrisp", "-b", &BAUD.to_string(), "-p", production.part.avrdude_id(), "-P"].map(String::from));
+            v.push(pty.display().to_string());
+            v.push("-U".into());
+            v.push(format!("flash:w:{}:i", image.display()));
+            // Fuses whose value is 0xFF go last: a busy chip reads 0xFF, so avrdude's read-back
+            // poll of a 0xFF fuse ends at once and a fuse write right after it would reach the
+            // chip while it is still busy (and be ignored, as on silicon).
+            let mut order = [(FuseKind::Low, "lfuse"), (FuseKind::High, "hfuse"), (FuseKind::Extended, "efuse")];
+            order.sort_by_key(|(k, _)| f.get(*k) == Some(0xFF));
+            for (k, name) in order {
+                if let Some(b) = f.get(k) {
+                    v.push("-U".into());
+                    v.push(format!("{name}:w:0x{b:02X}:m"));
+                }
+            }
+            if let Some(l) = production.lock {
+                v.push("-U".into());
+                v.push(format!("lock:w:0x{l:02X}:m"));
+            }
+        }
+        Tool::FlashlineFull | Tool::FlashlineWritten => {
+            v.push(flashline.display().to_string());
+            v.extend(["flash", "-c", "avrisp", "-b", &BAUD.to_string(), "-p", production.part.id, "-P"].map(String::from));
+            v.push(pty.display().to_string());
+            v.push(image.display().to_string());
+            for (k, name) in [(FuseKind::Low, "--lfuse"), (FuseKind::High, "--hfuse"), (FuseKind::Extended, "--efuse")] {
+                if let Some(b) = f.get(k) {
+                    v.push(name.into());
+                    v.push(format!("0x{b:02X}"));
+                }
+            }
+            if let Some(l) = production.lock {
+                v.push("--lock".into());
+                v.push(format!("0x{l:02X}"));
+            }
+            if tool == Tool::FlashlineWritten {
+                v.push("--verify".into());
+                v.push("written".into());
+            }
+            v.push("--json".into());
+        }
+    }
+    v
+}
+
+/// Run `tool` once on a fresh timed emulator; the target must hold the image afterwards.
+pub fn run_once(tool: Tool, flashline: &Path, production: &Production, image: &Path) -> BenchResult<ToolRun> {
+    let emu = timed_emulator(production)?;
+    let argv = command_line(tool, flashline, production, image, emu.path());
+    let t0 = Instant::now();
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| BenchError::new(format!("cannot start {}: {e}", argv[0])))?;
+    // Bounded: a tool that hangs on the emulator is a failed run, not a stuck benchmark.
+    let deadline = t0 + Duration::from_secs(180);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(BenchError::new(format!("{} did not finish within 180 s", tool.label())));
+            }
+            Err(e) => return Err(BenchError::new(format!("waiting for {}: {e}", argv[0]))),
+        }
+    };
+    let wall = t0.elapsed();
+    let out = child.wait_with_output().map_err(|e| BenchError::new(format!("reading {}'s output: {e}", argv[0])))?;
+    if !status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect();
+        return Err(BenchError::new(format!("{} failed ({status}): {}", argv.join(" "), tail.join(" / "))));
+    }
+    let busy_violations = check_target(&emu, production, tool.label(), tool != Tool::Avrdude)?;
+    let s = emu.stats();
+    Ok(ToolRun {
+        wall,
+        wire_bytes: s.bytes_in.load(Ordering::Relaxed) + s.bytes_out.load(Ordering::Relaxed),
+        commands: s.commands.load(Ordering::Relaxed),
+        busy_violations,
+    })
+}
+
+/// Table 2: the three tools, interleaved run by run so load changes hit all of them alike.
+pub fn table(opts: &BenchOptions) -> BenchResult<Table> {
+    let version = avrdude_version()?;
+    let production = super::production_image(&opts.root)?;
+    let image = super::write_image(&production, &opts.work, "promicro_macropad_production.hex")?;
+    let tools = [Tool::Avrdude, Tool::FlashlineFull, Tool::FlashlineWritten];
+    let mut runs: Vec<Vec<ToolRun>> = vec![Vec::new(); tools.len()];
+    for _ in 0..opts.reps {
+        for (i, tool) in tools.iter().enumerate() {
+            runs[i].push(run_once(*tool, &opts.flashline, &production, &image)?);
+        }
+    }
+    let med: Vec<Duration> = runs.iter().map(|r| median(&r.iter().map(|x| x.wall).collect::<Vec<_>>())).collect();
+    let mut t = Table::new(
+        format!("2. avrdude vs flashline on the same timed STK500v1 emulator ({}, {BAUD} baud)", production.part.name),
+        &["tool", "wall (median)", "spread", "wire bytes", "STK500 commands", "avrdude ÷ this", "goal"],
+    );
+    for (i, tool) in tools.iter().enumerate() {
+        let r = &runs[i];
+        let speedup = med[0].as_secs_f64() / med[i].as_secs_f64().max(1e-9);
+        let (goal, verdict) = match tool {
+            Tool::Avrdude => ("-".to_string(), String::new()),
+            Tool::FlashlineFull => (format!("≥ {GOAL_FULL}×"), if speedup >= GOAL_FULL { " met".into() } else { " **not met**".into() }),
+            Tool::FlashlineWritten => (format!("≥ {GOAL_WRITTEN}×"), if speedup >= GOAL_WRITTEN { " met".into() } else { " **not met**".into() }),
+        };
+        t.row(vec![
+            tool.label().into(),
+            secs(med[i]),
+            spread(&r.iter().map(|x| x.wall).collect::<Vec<_>>()),
+            r.last().map(|x| x.wire_bytes.to_string()).unwrap_or_default(),
+            r.last().map(|x| x.commands.to_string()).unwrap_or_default(),
+            format!("{speedup:.2}×"),
+            format!("{goal}{verdict}"),
+        ]);
+    }
+    t.note(format!("{version}; median of {} run(s) per tool, interleaved; each run on a fresh emulator, whole process wall time (start to exit), target flash checked against the image after every run", opts.reps));
+    if let Some(r) = runs[0].last() {
+        if r.busy_violations > 0 {
+            t.note(format!("avrdude sent {} instruction(s) while the target was busy (it polls a fuse write by reading it back at once; the chip ignores them and avrdude reads again) — its result still verified", r.busy_violations));
+        }
+    }
+    let pty = Path::new("PTY");
+    let img = Path::new("IMAGE.hex");
+    t.note(format!("avrdude: `{}`", command_line(Tool::Avrdude, Path::new("flashline"), &production, img, pty).join(" ")));
+    t.note(format!("flashline: `{}` (and the same with `--verify written`); IMAGE.hex = `flashline build recipes/promicro-macropad/recipe.yaml`", command_line(Tool::FlashlineFull, Path::new("flashline"), &production, img, pty).join(" ")));
+    let (pages, written) = super::bound::pages(production.part, &production.image);
+    t.note(format!(
+        "why: the image covers {} pages, {} of them all 0xFF (the sketch area's padding). avrdude writes and reads back every page the file covers, 128 bytes per READ_PAGE with a LOAD_ADDRESS before each page; flashline skips the blank pages after chip erase, reads back in 256-byte blocks with no redundant LOAD_ADDRESS, and with `written` reads back only the pages it wrote. No pipelining (ArduinoISP has a small UART buffer).",
+        pages.len(),
+        written.iter().filter(|w| !**w).count()
+    ));
+    Ok(t)
+}
