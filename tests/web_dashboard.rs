@@ -235,7 +235,7 @@ async fn screenshot() {
     );
     let driver = Driver::start();
     let c = driver.client().await;
-    c.set_window_size(1600, 1400).await.unwrap();
+    c.set_window_size(1600, 1560).await.unwrap();
     c.goto(&proc.url).await.unwrap();
     wait_for(20, "tiles", || async { (tiles(&c).await.len() == 8).then_some(()) }).await;
     // A first round through every slot, a refused scan, then a second round caught mid-way.
