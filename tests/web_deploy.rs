@@ -17,7 +17,7 @@ fn parse_rule(line: &str, n: usize) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     let mut rest = line.trim();
     while !rest.is_empty() {
-        let key_end = rest.find(|c: char| c == '=' || c == '!' || c == '+' || c == ':').unwrap_or_else(|| panic!("line {n}: no operator in {rest:?}"));
+        let key_end = rest.find(['=', '!', '+', ':']).unwrap_or_else(|| panic!("line {n}: no operator in {rest:?}"));
         let key = rest[..key_end].trim().to_string();
         let after = &rest[key_end..];
         let op = ["==", "!=", "+=", ":=", "="].into_iter().find(|o| after.starts_with(o)).unwrap_or_else(|| panic!("line {n}: bad operator in {after:?}"));
