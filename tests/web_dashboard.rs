@@ -201,11 +201,27 @@ async fn scans_in_the_browser_turn_tiles_pass_fail_and_totals_match_the_records(
     assert_eq!(text_of(&c, "t-passed").await, pass.to_string());
     no_alert(&c).await;
 
-    c.close().await.unwrap();
-    drop(driver);
     let mut proc = proc;
     let st = proc.terminate(Duration::from_secs(20)).expect("station stops on SIGTERM");
     assert!(st.success(), "exit {st:?}: {}", proc.stderr());
+
+    // `flashline serve` over the same records: read-only page, same totals, same text.
+    let serve = Proc::start(&["serve", "--db", db.to_str().unwrap(), "--bind", "127.0.0.1:0"], dir.path());
+    c.goto(&serve.url).await.unwrap();
+    wait_for(20, "the records view", || async {
+        let ts = tiles(&c).await;
+        (ts.len() == 4 && text_of(&c, "t-passed").await == pass.to_string()).then_some(ts)
+    })
+    .await;
+    let ts = tiles(&c).await;
+    assert_eq!(tile(&ts, "S4")["serial"], "<script>alert(1)</script>");
+    assert_eq!(tile(&ts, "S3")["state"], "fail");
+    assert_eq!(text_of(&c, "t-failed").await, fail.to_string());
+    assert_eq!(text_of(&c, "t-attempts").await, attempts.to_string());
+    let readonly = c.execute("return document.body.classList.contains('readonly') && getComputedStyle(document.getElementById('scanbar')).display === 'none'", vec![]).await.unwrap();
+    assert_eq!(readonly, true, "no scan box on the read-only view");
+    no_alert(&c).await;
+    c.close().await.unwrap();
 }
 
 /// The README's screenshot: the demo station mid-batch. Writes the PNG to
