@@ -201,11 +201,27 @@ async fn scans_in_the_browser_turn_tiles_pass_fail_and_totals_match_the_records(
     assert_eq!(text_of(&c, "t-passed").await, pass.to_string());
     no_alert(&c).await;
 
-    c.close().await.unwrap();
-    drop(driver);
     let mut proc = proc;
     let st = proc.terminate(Duration::from_secs(20)).expect("station stops on SIGTERM");
     assert!(st.success(), "exit {st:?}: {}", proc.stderr());
+
+    // `flashline serve` over the same records: read-only page, same totals, same text.
+    let serve = Proc::start(&["serve", "--db", db.to_str().unwrap(), "--bind", "127.0.0.1:0"], dir.path());
+    c.goto(&serve.url).await.unwrap();
+    wait_for(20, "the records view", || async {
+        let ts = tiles(&c).await;
+        (ts.len() == 4 && text_of(&c, "t-passed").await == pass.to_string()).then_some(ts)
+    })
+    .await;
+    let ts = tiles(&c).await;
+    assert_eq!(tile(&ts, "S4")["serial"], "<script>alert(1)</script>");
+    assert_eq!(tile(&ts, "S3")["state"], "fail");
+    assert_eq!(text_of(&c, "t-failed").await, fail.to_string());
+    assert_eq!(text_of(&c, "t-attempts").await, attempts.to_string());
+    let readonly = c.execute("return document.body.classList.contains('readonly') && getComputedStyle(document.getElementById('scanbar')).display === 'none'", vec![]).await.unwrap();
+    assert_eq!(readonly, true, "no scan box on the read-only view");
+    no_alert(&c).await;
+    c.close().await.unwrap();
 }
 
 /// The README's screenshot: the demo station mid-batch. Writes the PNG to
@@ -235,22 +251,36 @@ async fn screenshot() {
     );
     let driver = Driver::start();
     let c = driver.client().await;
-    c.set_window_size(1600, 1400).await.unwrap();
+    c.set_window_size(1600, 1560).await.unwrap();
     c.goto(&proc.url).await.unwrap();
     wait_for(20, "tiles", || async { (tiles(&c).await.len() == 8).then_some(()) }).await;
-    // A first round through every slot, a refused scan, then a second round caught mid-way.
-    for i in 1..=8 {
-        scan(&c, &format!("PL4-1000{i:02}")).await;
+    // Two full rounds through every slot (the second puts a board that is not seated in S7) and
+    // a refused scan, then a third round in S1–S6 caught mid-way.
+    for round in 0..2 {
+        for i in 1..=8 {
+            if round == 1 && i == 7 {
+                scan(&c, "S7:PL4-900001").await;
+            } else {
+                scan(&c, &format!("S{i}:PL4-1{round}00{i:02}")).await;
+            }
+        }
+        if round == 0 {
+            scan(&c, "PL4-12X").await;
+        }
+        wait_for(60, "a round", || async {
+            let ts = tiles(&c).await;
+            ts.iter().all(|t| t["state"] != "busy" && t["state"] != "idle").then_some(())
+        })
+        .await;
     }
-    scan(&c, "PL4-12X").await;
-    wait_for(60, "the first round", || async {
-        let ts = tiles(&c).await;
-        ts.iter().all(|t| t["state"] != "busy" && t["state"] != "idle").then_some(())
+    for i in 1..=6 {
+        scan(&c, &format!("S{i}:PL4-1200{i:02}")).await;
+    }
+    wait_for(30, "today's figures to catch up", || async {
+        let units = text_of(&c, "t-units").await;
+        (text_of(&c, "today-units").await == units).then_some(())
     })
     .await;
-    for i in 9..=14 {
-        scan(&c, &format!("PL4-1000{i:02}")).await;
-    }
     wait_for(30, "progress on the tiles", || async {
         let ts = tiles(&c).await;
         let moving = ts.iter().filter(|t| t["state"] == "busy" && t["fill"].as_str().map(|w| w.trim_end_matches('%').parse::<u32>().unwrap_or(0) > 40).unwrap_or(false)).count();

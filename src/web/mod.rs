@@ -437,15 +437,14 @@ impl Reply {
     }
 }
 
-fn live(st: &AppState) -> Result<Arc<Supervisor>, Response> {
+fn live(st: &AppState) -> Result<Arc<Supervisor>, Box<Response>> {
     match &st.source {
         Source::Live(s) if !*st.stop.borrow() => Ok(s.clone()),
-        Source::Live(_) => Err((StatusCode::CONFLICT, Reply::refused("the station is stopping: no new boards")).into_response()),
-        Source::Records => Err((
-            StatusCode::CONFLICT,
-            Reply::refused("this is a read-only view of the records (flashline serve): scan and retest at the station"),
-        )
-            .into_response()),
+        Source::Live(_) => Err(Box::new((StatusCode::CONFLICT, Reply::refused("the station is stopping: no new boards")).into_response())),
+        Source::Records => Err(Box::new(
+            (StatusCode::CONFLICT, Reply::refused("this is a read-only view of the records (flashline serve): scan and retest at the station"))
+                .into_response(),
+        )),
     }
 }
 
@@ -475,7 +474,7 @@ struct ScanBody {
 async fn scan(State(st): State<AppState>, Json(b): Json<ScanBody>) -> Response {
     let sup = match live(&st) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if b.line.len() > 512 {
         return Reply::refused("scan longer than 512 characters: not a barcode").into_response();
@@ -496,7 +495,7 @@ struct RetestBody {
 async fn retest(State(st): State<AppState>, Json(b): Json<RetestBody>) -> Response {
     let sup = match live(&st) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let slot = b.slot.clone();
     submit_reply(async move { sup.retest(&slot).await }, format!("retest in {}", b.slot)).await.into_response()
@@ -504,7 +503,7 @@ async fn retest(State(st): State<AppState>, Json(b): Json<RetestBody>) -> Respon
 
 async fn stop(State(st): State<AppState>) -> Response {
     if let Err(r) = live(&st) {
-        return r;
+        return *r;
     }
     st.stop.send_replace(true);
     {

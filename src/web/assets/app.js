@@ -199,7 +199,7 @@ function renderNotice() {
 let chartTimer = null, chartLast = 0;
 function scheduleCharts() {
   if (chartTimer) return;
-  const wait = Math.max(0, 3000 - (Date.now() - chartLast));
+  const wait = Math.max(0, 1500 - (Date.now() - chartLast));
   chartTimer = setTimeout(() => { chartTimer = null; refreshCharts(); }, wait);
 }
 async function refreshCharts() {
