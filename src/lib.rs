@@ -21,6 +21,7 @@
 //! | [`db`] | records: attempts, steps, units in SQLite/PostgreSQL |
 //! | [`report`] | yield reports, unit CSV export, charts |
 //! | [`bench`] | speed benchmarks: cycle vs protocol bound, vs avrdude, scaling, build |
+//! | [`web`] | operator dashboard in the browser: tiles, scan box, live events, token guard |
 
 pub mod bench;
 pub mod bootloader;
@@ -39,3 +40,4 @@ pub mod recipe;
 pub mod sim;
 pub mod station;
 pub mod verify;
+pub mod web;

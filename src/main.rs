@@ -42,6 +42,9 @@ enum Command {
     /// Reports over the records: yield, unit CSV export.
     #[command(subcommand)]
     Report(cli::report::ReportCommand),
+    /// Dashboard over an existing database: read-only live view of totals, yield and recent
+    /// attempts (polls the records).
+    Serve(cli::serve::ServeArgs),
     /// Run a recipe on a station: scan boards, flash them in parallel, record every attempt.
     Run(cli::run::RunArgs),
     /// Speed benchmarks (issue 6): cycle vs bound, vs avrdude, USB transfers, scaling, build.
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Command::Programmers(a) => cli::programmers::run(a),
         Command::Unit(a) => cli::unit::run(a),
         Command::Report(c) => cli::report::run(c),
+        Command::Serve(a) => cli::serve::run(a),
         Command::Run(a) => cli::run::run(a),
         Command::Flash(a) => cli::flash::flash(a),
         Command::Read(a) => cli::flash::read(a),

@@ -265,3 +265,38 @@ fn scopeguard(pid: i32) -> impl Drop {
     }
     G(pid)
 }
+
+/// The fallback through `programmer::open`, driven step by step by the job runner like any
+/// driver (what `flash --programmer avrdude` and the station use).
+#[test]
+fn avrdude_fallback_as_a_programmer_through_the_job() {
+    use flashline::job::run_job as job;
+    use flashline::programmer::open;
+    let m = part("atmega32u4");
+    let plan = caterina_plan();
+    let emu = emulator("atmega32u4", Stk500Mode::Avrisp, Fault::None, 115_200);
+    let spec = fallback_spec(emu.path());
+    let report = bounded(async {
+        let mut p = open(&spec, m).await.unwrap();
+        job(p.as_mut(), &plan, &mut |_| {}).await
+    });
+    assert_eq!(report.result, JobResult::Pass, "{:?}", report.message);
+    assert_eq!(report.signature.as_deref(), Some("1E9587"));
+    assert_eq!(report.fuses_before.high, Some(0x99));
+    assert_eq!(report.fuses_after.high, Some(0xD8));
+    {
+        let t = emu.target();
+        assert_eq!(t.flash(), &plan.image.to_flat(m.flash_size, 0xFF)[..]);
+        assert_eq!(t.fuse(FuseKind::High), 0xD8);
+        assert_eq!(t.lock_bits() & 0x3F, 0x2F);
+    }
+    for (fault, want) in [("wrong-chip", FailureClass::WrongChip), ("no-target", FailureClass::NoTarget)] {
+        let emu = emulator("atmega32u4", Stk500Mode::Avrisp, Fault::parse(fault).unwrap(), 115_200);
+        let spec = fallback_spec(emu.path());
+        let report = bounded(async {
+            let mut p = open(&spec, m).await.unwrap();
+            job(p.as_mut(), &plan, &mut |_| {}).await
+        });
+        assert_eq!(report.failure_class, Some(want), "{fault}: {:?}", report.message);
+    }
+}

@@ -185,3 +185,33 @@ fn flash_over_avrisp_then_avrdude_verifies_and_read_matches() {
     assert_eq!(back.to_flat(end, 0xFF), expected.to_flat(end, 0xFF));
     assert!(back.end_addr().unwrap() <= end as u64);
 }
+
+/// `flash --programmer avrdude` hands the whole job to the installed avrdude (here `-c avrisp`
+/// on the STK500v1 emulator) and still prints one report; `read` refuses it with the avrdude
+/// command to use instead.
+#[test]
+fn flash_through_the_avrdude_fallback() {
+    use flashline::sim::stk500::{EmulatorOptions, Stk500Emulator, Stk500Mode};
+    use flashline::sim::{Fault, SimOptions, SimTarget};
+
+    let m = flashline::part::find("atmega32u4").unwrap();
+    let emu = Stk500Emulator::spawn(SimTarget::new(m, SimOptions::new(false, Fault::None)), EmulatorOptions::new(Stk500Mode::Avrisp))
+        .expect("pty");
+    let port = emu.path().to_str().unwrap().to_string();
+    let image = fixture("Caterina-Micro.hex");
+    let out = flashline(&[
+        "flash", "-c", "avrdude", "--avrdude-programmer", "avrisp", "-P", &port, "-b", "115200", "-p", "m32u4",
+        image.to_str().unwrap(), "--hfuse", "0xD8", "--json",
+    ]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v:#}");
+    assert_eq!(v["programmer"]["kind"], "avrdude");
+    assert_eq!(v["result"], "pass");
+    let expected = flashline::hex::read_file(&image).unwrap();
+    assert_eq!(emu.target().flash(), &expected.to_flat(m.flash_size, 0xFF)[..]);
+    assert_eq!(emu.target().fuse(flashline::part::FuseKind::High), 0xD8);
+
+    let out = flashline(&["read", "-c", "avrdude", "--avrdude-programmer", "avrisp", "-P", &port, "-p", "m32u4", "-o", "/tmp/never.hex"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("-U flash:r:/tmp/never.hex:i"));
+}

@@ -249,16 +249,19 @@ pub fn flash(a: FlashArgs) -> anyhow::Result<ExitCode> {
 
     let human = HumanProgress::new(!a.json);
     let report = runtime()?.block_on(async {
+        let mut sink = |e: JobEvent| {
+            if !a.json {
+                human.event(e)
+            }
+        };
+        if spec.kind == ProgrammerKind::Avrdude {
+            // The fallback runs the whole job in one avrdude call.
+            let opts = programmer::avrdude::AvrdudeOptions::default();
+            return programmer::avrdude::run_job(&spec, &opts, &plan, &mut sink).await;
+        }
         match programmer::open(&spec, part).await {
             Err(e) => JobReport::not_started(spec.info(), part, plan.verify, e),
-            Ok(mut prog) => {
-                let mut sink = |e: JobEvent| {
-                    if !a.json {
-                        human.event(e)
-                    }
-                };
-                job::run_job(prog.as_mut(), &plan, &mut sink).await
-            }
+            Ok(mut prog) => job::run_job(prog.as_mut(), &plan, &mut sink).await,
         }
     });
     human.done();
@@ -275,6 +278,14 @@ pub fn read(a: ReadArgs) -> anyhow::Result<ExitCode> {
     let _log = super::init_logging(None)?;
     let part = a.prog.part()?;
     let spec = a.prog.spec()?;
+    if spec.kind == ProgrammerKind::Avrdude {
+        bail!(
+            "read does not go through the avrdude fallback; run avrdude -c {} -p {} -U flash:r:{}:i directly",
+            spec.avrdude_programmer.as_deref().unwrap_or("PROGRAMMER"),
+            part.avrdude_id(),
+            a.output.display()
+        );
+    }
     let human = HumanProgress::new(!a.json);
     let (report, data) = runtime()?.block_on(async {
         match programmer::open(&spec, part).await {

@@ -7,6 +7,7 @@ pub mod programmers;
 pub mod report;
 pub mod logging;
 pub mod run;
+pub mod serve;
 pub mod flash;
 pub mod sim;
 pub mod unit;

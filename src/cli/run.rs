@@ -37,6 +37,23 @@ pub struct RunArgs {
     /// Also write logs as JSON lines to this file.
     #[arg(long)]
     pub log_json: Option<PathBuf>,
+    /// Serve the operator dashboard on ADDR (e.g. 127.0.0.1:8080). The station then keeps
+    /// running after the scan input ends (scans come from the dashboard) until SIGINT/SIGTERM
+    /// or Stop on the dashboard.
+    #[arg(long, value_name = "ADDR")]
+    pub serve: Option<std::net::SocketAddr>,
+    /// Dashboard token; required beyond loopback (generated and printed when not given).
+    #[arg(long, env = "FLASHLINE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// Why the scan input ended.
+#[derive(PartialEq, Eq)]
+enum IntakeEnd {
+    /// End of file / stdin closed.
+    Ended,
+    /// `quit` scanned, Ctrl-C, SIGTERM, or Stop on the dashboard.
+    Stop,
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
@@ -55,10 +72,44 @@ async fn run_async(a: RunArgs) -> anyhow::Result<ExitCode> {
         None => std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
     };
     let db = flashline::db::Db::connect(&a.db).await.map_err(|e| anyhow::anyhow!("database {}: {e}", a.db))?;
+    let sup_operator = operator.clone();
     let sup = Supervisor::start(station, Arc::new(production), db.clone(), operator).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let sup = Arc::new(sup);
 
     let view = spawn_view(&sup, a.json, interactive);
+
+    let dash = match a.serve {
+        Some(bind) => {
+            let operator = sup_operator.clone();
+            match flashline::web::Dashboard::live(sup.clone(), db.clone(), operator, flashline::web::WebOptions::new(bind, a.token.clone())).await {
+                Ok(d) => {
+                    super::serve::announce(&d, "live station");
+                    Some(d)
+                }
+                Err(e) => {
+                    sup.finish().await;
+                    let _ = tokio::time::timeout(Duration::from_secs(5), view).await;
+                    return Err(e.into());
+                }
+            }
+        }
+        None => None,
+    };
+    // Stop requests: Ctrl-C always; with the dashboard also SIGTERM and its Stop button.
+    let serving = dash.is_some();
+    let stop_button = dash.as_ref().map(|d| d.stop_requested());
+    let stop = async {
+        match stop_button {
+            Some(button) => tokio::select! {
+                _ = super::serve::shutdown_signal() => {}
+                _ = button => {}
+            },
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    };
+    tokio::pin!(stop);
 
     // Scan intake.
     let intake = async {
@@ -68,10 +119,10 @@ async fn run_async(a: RunArgs) -> anyhow::Result<ExitCode> {
                 loop {
                     tokio::select! {
                         l = lines.next_line() => match l {
-                            Ok(Some(line)) => { if sup.submit(&line).await == Submit::Quit { break; } }
+                            Ok(Some(line)) => { if sup.submit(&line).await == Submit::Quit { return anyhow::Ok(IntakeEnd::Stop); } }
                             _ => break,
                         },
-                        _ = tokio::signal::ctrl_c() => break,
+                        _ = &mut stop => return anyhow::Ok(IntakeEnd::Stop),
                     }
                 }
             }
@@ -79,17 +130,26 @@ async fn run_async(a: RunArgs) -> anyhow::Result<ExitCode> {
                 let text = std::fs::read_to_string(path).with_context(|| format!("cannot read scan file {path}"))?;
                 for line in text.lines() {
                     tokio::select! {
-                        r = sup.submit(line) => if r == Submit::Quit { break },
-                        _ = tokio::signal::ctrl_c() => break,
+                        r = sup.submit(line) => if r == Submit::Quit { return anyhow::Ok(IntakeEnd::Stop) },
+                        _ = &mut stop => return anyhow::Ok(IntakeEnd::Stop),
                     }
                 }
             }
         }
-        anyhow::Ok(())
+        anyhow::Ok(IntakeEnd::Ended)
     };
     let intake_result = intake.await;
+    // With the dashboard, the end of the scan input is not the end of the shift: scans keep
+    // coming from the browser until a signal or Stop.
+    if serving && matches!(intake_result, Ok(IntakeEnd::Ended)) {
+        tracing::info!("scan input ended; the dashboard keeps the station running until SIGINT/SIGTERM or Stop");
+        stop.await;
+    }
     let totals = sup.finish().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), view).await;
+    if let Some(d) = dash {
+        d.shutdown().await;
+    }
     intake_result?;
     if !a.json {
         println!(

@@ -18,11 +18,12 @@ use std::time::{Duration, Instant};
 use regex::Regex;
 use tokio::io::AsyncReadExt;
 
-use crate::error::{FailureClass, ProgError};
+use crate::error::{FailureClass, ProgError, ProgResult};
+use crate::isp::Cmd;
 use crate::hex;
 use crate::job::{signature_hex, JobEvent, JobPlan, JobReport, JobResult, Step, StepTiming};
 use crate::part::{FuseKind, FuseSet};
-use crate::programmer::{ProgrammerInfo, ProgrammerKind, ProgrammerSpec};
+use crate::programmer::{Programmer, ProgrammerInfo, ProgrammerKind, ProgrammerSpec};
 use crate::verify::VerifyPolicy;
 
 /// How to run avrdude.
@@ -303,45 +304,7 @@ async fn run(spec: &ProgrammerSpec, opts: &AvrdudeOptions, plan: &JobPlan, repor
     plan.validate()?;
     let files = JobFiles::write(plan).map_err(|e| ProgError::new(FailureClass::Internal, format!("writing avrdude's input files: {e}")))?;
     let args = command_line(spec, opts, plan, &files)?;
-    tracing::info!("running {} {}", opts.binary.display(), args.join(" "));
-    let mut child = tokio::process::Command::new(&opts.binary)
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| ProgError::with_hint(FailureClass::Config, format!("cannot run {}: {e} (is avrdude installed?)", opts.binary.display())))?;
-    let mut out = child.stdout.take().expect("piped stdout");
-    let mut err = child.stderr.take().expect("piped stderr");
-    let read_out = tokio::spawn(async move {
-        let mut s = Vec::new();
-        let _ = out.read_to_end(&mut s).await;
-        s
-    });
-    let read_err = tokio::spawn(async move {
-        let mut s = Vec::new();
-        let _ = err.read_to_end(&mut s).await;
-        s
-    });
-    let bound = job_timeout(opts, plan);
-    let port = spec.port.clone();
-    let status = tokio::select! {
-        s = child.wait() => Some(s.map_err(|e| ProgError::new(FailureClass::Internal, format!("waiting for avrdude: {e}")))?),
-        _ = tokio::time::sleep(bound) => None,
-        _ = port_vanished(port.as_deref()) => {
-            let _ = child.kill().await;
-            let _ = child.wait().await;
-            return Err(ProgError::gone(format!("the port {} vanished while avrdude ran", port.as_deref().map(|p| p.display().to_string()).unwrap_or_default())));
-        }
-    };
-    let Some(status) = status else {
-        let _ = child.kill().await;
-        let _ = child.wait().await;
-        return Err(ProgError::timeout(format!("avrdude did not finish within {} s", bound.as_secs())));
-    };
-    let stdout = String::from_utf8_lossy(&read_out.await.unwrap_or_default()).to_string();
-    let stderr = String::from_utf8_lossy(&read_err.await.unwrap_or_default()).to_string();
+    let (status, stdout, stderr) = run_avrdude(opts, &args, job_timeout(opts, plan), spec.port.as_deref()).await?;
     let o = parse_output(&stdout, &stderr, plan.part.signature);
 
     report.signature = o.signature.map(signature_hex);
@@ -375,6 +338,49 @@ async fn run(spec: &ProgrammerSpec, opts: &AvrdudeOptions, plan: &JobPlan, repor
     Ok(())
 }
 
+/// Run avrdude with `args` under `bound`, stopping it if `port` vanishes; returns its exit
+/// status, stdout and stderr.
+pub async fn run_avrdude(opts: &AvrdudeOptions, args: &[String], bound: Duration, port: Option<&Path>) -> Result<(std::process::ExitStatus, String, String), ProgError> {
+    tracing::info!("running {} {}", opts.binary.display(), args.join(" "));
+    let mut child = tokio::process::Command::new(&opts.binary)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| ProgError::with_hint(FailureClass::Config, format!("cannot run {}: {e} (is avrdude installed?)", opts.binary.display())))?;
+    let mut out = child.stdout.take().expect("piped stdout");
+    let mut err = child.stderr.take().expect("piped stderr");
+    let read_out = tokio::spawn(async move {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s).await;
+        s
+    });
+    let read_err = tokio::spawn(async move {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s).await;
+        s
+    });
+    let status = tokio::select! {
+        s = child.wait() => Some(s.map_err(|e| ProgError::new(FailureClass::Internal, format!("waiting for avrdude: {e}")))?),
+        _ = tokio::time::sleep(bound) => None,
+        _ = port_vanished(port) => {
+            let _ = child.kill().await;
+            let _ = child.wait().await;
+            return Err(ProgError::gone(format!("the port {} vanished while avrdude ran", port.map(|p| p.display().to_string()).unwrap_or_default())));
+        }
+    };
+    let Some(status) = status else {
+        let _ = child.kill().await;
+        let _ = child.wait().await;
+        return Err(ProgError::timeout(format!("avrdude did not finish within {} s", bound.as_secs())));
+    };
+    let stdout = String::from_utf8_lossy(&read_out.await.unwrap_or_default()).to_string();
+    let stderr = String::from_utf8_lossy(&read_err.await.unwrap_or_default()).to_string();
+    Ok((status, stdout, stderr))
+}
+
 /// Resolves once `port` (a device path) no longer exists; never when there is no path.
 async fn port_vanished(port: Option<&Path>) {
     match port.filter(|p| p.is_absolute()) {
@@ -385,6 +391,276 @@ async fn port_vanished(port: Option<&Path>) {
             }
         },
         _ => std::future::pending().await,
+    }
+}
+
+/// The fallback as a [`Programmer`], so the job runner and the station can drive it like any
+/// driver. Each operation that must reach the chip is one avrdude call; flash and EEPROM page
+/// writes are collected and written in one call (`-D -V`: the job erases and verifies) before
+/// anything reads, flash is read once per write and served from that read, fuses and lock
+/// are read together. About nine avrdude calls per job — slower than [`run_job`], which does
+/// the job in one call, but the same steps, events and failure classes as a native driver.
+pub struct AvrdudeProgrammer {
+    spec: ProgrammerSpec,
+    opts: AvrdudeOptions,
+    part: Option<&'static crate::part::Part>,
+    signature: Option<[u8; 3]>,
+    pending_flash: crate::image::Image,
+    pending_eeprom: crate::image::Image,
+    flash: Option<Vec<u8>>,
+    eeprom: Option<Vec<u8>>,
+    fuses: Option<(FuseSet, u8)>,
+}
+
+impl AvrdudeProgrammer {
+    pub fn new(spec: ProgrammerSpec, opts: AvrdudeOptions) -> Self {
+        AvrdudeProgrammer {
+            spec,
+            opts,
+            part: None,
+            signature: None,
+            pending_flash: crate::image::Image::new(),
+            pending_eeprom: crate::image::Image::new(),
+            flash: None,
+            eeprom: None,
+            fuses: None,
+        }
+    }
+
+    fn part(&self) -> Result<&'static crate::part::Part, ProgError> {
+        self.part.ok_or_else(|| ProgError::new(FailureClass::Internal, "avrdude fallback used before enter_progmode"))
+    }
+
+    fn base_args(&self) -> Result<Vec<String>, ProgError> {
+        let part = self.part()?;
+        let programmer = self.spec.avrdude_programmer.as_deref().filter(|s| !s.trim().is_empty()).ok_or_else(|| {
+            ProgError::with_hint(FailureClass::Config, format!("slot {}: the avrdude fallback needs avrdude's programmer id (-c), e.g. `avrisp`", self.spec.name))
+        })?;
+        let mut a: Vec<String> = Vec::new();
+        if let Some(c) = &self.opts.config {
+            a.extend(["-C".into(), c.display().to_string()]);
+        }
+        a.extend(["-c".into(), programmer.to_string(), "-p".into(), part.avrdude_id().to_string()]);
+        if let Some(p) = &self.spec.port {
+            a.extend(["-P".into(), p.display().to_string()]);
+        }
+        if let Some(b) = self.spec.baud {
+            a.extend(["-b".into(), b.to_string()]);
+        }
+        Ok(a)
+    }
+
+    /// One avrdude call with `extra` arguments; `bytes` sizes its time bound.
+    async fn call(&mut self, extra: &[String], bytes: usize) -> Result<AvrdudeOutcome, ProgError> {
+        let part = self.part()?;
+        let mut args = self.base_args()?;
+        args.extend_from_slice(extra);
+        let bound = self.opts.base_timeout + PER_BYTE * bytes.min(u32::MAX as usize) as u32 * 2;
+        let (status, stdout, stderr) = run_avrdude(&self.opts, &args, bound, self.spec.port.as_deref()).await?;
+        let o = parse_output(&stdout, &stderr, part.signature);
+        if let Some(sig) = o.signature {
+            self.signature = Some(sig);
+        }
+        if let Some(e) = o.failure.clone() {
+            // A wrong or missing signature stops avrdude; the job classifies it from the
+            // signature it reads, as with native drivers.
+            if self.signature.is_some() && matches!(e.class, FailureClass::NoTarget | FailureClass::WrongChip) && extra.is_empty() {
+                return Ok(o);
+            }
+            return Err(e);
+        }
+        if !status.success() {
+            let last = stderr.lines().rev().map(str::trim).find(|l| !l.is_empty() && !l.contains("Thank you")).unwrap_or("no message");
+            return Err(ProgError::with_hint(FailureClass::Internal, format!("avrdude exited with {status}: {last}")));
+        }
+        Ok(o)
+    }
+
+    /// Write collected flash/EEPROM pages in one call.
+    async fn flush(&mut self) -> Result<(), ProgError> {
+        if self.pending_flash.is_empty() && self.pending_eeprom.is_empty() {
+            return Ok(());
+        }
+        let dir = tempfile::Builder::new().prefix("flashline-avrdude").tempdir().map_err(|e| ProgError::new(FailureClass::Internal, format!("temporary directory: {e}")))?;
+        let mut extra = vec!["-D".to_string(), "-V".to_string()];
+        let bytes = self.pending_flash.len() + self.pending_eeprom.len();
+        for (name, im) in [("flash", &self.pending_flash), ("eeprom", &self.pending_eeprom)] {
+            if !im.is_empty() {
+                let f = dir.path().join(format!("{name}.hex"));
+                hex::write_file(&f, im, 32).map_err(|e| ProgError::new(FailureClass::Internal, format!("writing {}: {e}", f.display())))?;
+                extra.push("-U".into());
+                extra.push(format!("{name}:w:{}:i", f.display()));
+            }
+        }
+        self.call(&extra, bytes).await?;
+        self.pending_flash = crate::image::Image::new();
+        self.pending_eeprom = crate::image::Image::new();
+        self.flash = None;
+        self.eeprom = None;
+        Ok(())
+    }
+
+    /// Read a whole memory (`flash`/`eeprom`) through a temporary hex file.
+    async fn read_memory(&mut self, name: &str, size: u32) -> Result<Vec<u8>, ProgError> {
+        let dir = tempfile::Builder::new().prefix("flashline-avrdude").tempdir().map_err(|e| ProgError::new(FailureClass::Internal, format!("temporary directory: {e}")))?;
+        let f = dir.path().join(format!("{name}.hex"));
+        self.call(&["-U".into(), format!("{name}:r:{}:i", f.display())], size as usize).await?;
+        let image = hex::read_file(&f).map_err(|e| ProgError::new(FailureClass::Internal, format!("avrdude's {name} dump: {e}")))?;
+        Ok(image.to_flat(size, 0xFF))
+    }
+
+    async fn fuses_and_lock(&mut self) -> Result<(FuseSet, u8), ProgError> {
+        self.flush().await?;
+        if let Some(f) = self.fuses {
+            return Ok(f);
+        }
+        let part = self.part()?;
+        let mut mems: Vec<&str> = FuseKind::ALL.iter().filter(|k| part.fuse_masks.get(**k).is_some()).map(|k| k.avrdude_name()).collect();
+        mems.push("lock");
+        let extra: Vec<String> = mems.iter().flat_map(|m| ["-U".to_string(), format!("{m}:r:-:h")]).collect();
+        let o = self.call(&extra, 0).await?;
+        if o.reads.len() != mems.len() {
+            return Err(ProgError::comm(format!("avrdude printed {} fuse/lock values, expected {}", o.reads.len(), mems.len())));
+        }
+        let mut set = FuseSet::default();
+        let mut lock = 0xFF;
+        for (m, v) in mems.iter().zip(o.reads) {
+            match FuseKind::ALL.into_iter().find(|k| k.avrdude_name() == *m) {
+                Some(k) => set.set(k, v),
+                None => lock = v,
+            }
+        }
+        self.fuses = Some((set, lock));
+        Ok((set, lock))
+    }
+
+    async fn write_byte_memory(&mut self, name: &str, value: u8) -> Result<(), ProgError> {
+        self.flush().await?;
+        self.fuses = None;
+        self.call(&["-V".into(), "-U".into(), format!("{name}:w:0x{value:02X}:m")], 0).await?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Programmer for AvrdudeProgrammer {
+    fn info(&self) -> ProgrammerInfo {
+        ProgrammerInfo {
+            kind: ProgrammerKind::Avrdude,
+            identity: match (&self.spec.avrdude_programmer, &self.spec.port) {
+                (Some(c), Some(p)) => format!("{c}:{}", p.display()),
+                (Some(c), None) => c.clone(),
+                _ => self.spec.name.clone(),
+            },
+        }
+    }
+
+    async fn open(&mut self) -> ProgResult<()> {
+        if self.spec.avrdude_programmer.as_deref().is_none_or(|s| s.trim().is_empty()) {
+            return Err(ProgError::with_hint(FailureClass::Config, format!("slot {}: the avrdude fallback needs avrdude's programmer id (-c), e.g. `avrisp`", self.spec.name)));
+        }
+        Ok(())
+    }
+
+    async fn enter_progmode(&mut self, part: &'static crate::part::Part) -> ProgResult<()> {
+        self.part = Some(part);
+        self.signature = None;
+        self.flash = None;
+        self.eeprom = None;
+        self.fuses = None;
+        // avrdude enters programming mode and reads the signature on every call.
+        self.call(&[], 0).await?;
+        Ok(())
+    }
+
+    async fn leave_progmode(&mut self) -> ProgResult<()> {
+        self.flush().await
+    }
+
+    async fn spi(&mut self, _cmd: Cmd) -> ProgResult<Cmd> {
+        Err(ProgError::with_hint(FailureClass::Config, "the avrdude fallback cannot send raw ISP instructions"))
+    }
+
+    async fn close(&mut self) -> ProgResult<()> {
+        self.pending_flash = crate::image::Image::new();
+        self.pending_eeprom = crate::image::Image::new();
+        Ok(())
+    }
+
+    fn read_block_size(&self) -> usize {
+        4096
+    }
+
+    async fn read_signature(&mut self) -> ProgResult<[u8; 3]> {
+        match self.signature {
+            Some(s) => Ok(s),
+            None => {
+                self.call(&[], 0).await?;
+                self.signature.ok_or_else(|| ProgError::comm("avrdude did not report the device signature"))
+            }
+        }
+    }
+
+    async fn chip_erase(&mut self, _part: &'static crate::part::Part) -> ProgResult<()> {
+        self.flush().await?;
+        self.call(&["-e".into()], 0).await?;
+        self.flash = None;
+        self.eeprom = None;
+        self.fuses = None;
+        Ok(())
+    }
+
+    async fn write_flash_page(&mut self, _part: &'static crate::part::Part, addr: u32, data: &[u8]) -> ProgResult<()> {
+        self.pending_flash.insert(addr, data).map_err(|e| ProgError::new(FailureClass::Internal, format!("flash page at 0x{addr:X}: {e:?}")))?;
+        self.flash = None;
+        Ok(())
+    }
+
+    async fn read_flash(&mut self, part: &'static crate::part::Part, addr: u32, len: usize) -> ProgResult<Vec<u8>> {
+        self.flush().await?;
+        if self.flash.is_none() {
+            self.flash = Some(self.read_memory("flash", part.flash_size).await?);
+        }
+        let f = self.flash.as_ref().expect("just read");
+        f.get(addr as usize..addr as usize + len).map(<[u8]>::to_vec).ok_or_else(|| ProgError::new(FailureClass::Config, format!("flash read 0x{addr:X}+{len} is beyond {}", part.name)))
+    }
+
+    async fn write_eeprom(&mut self, _part: &'static crate::part::Part, addr: u32, data: &[u8]) -> ProgResult<()> {
+        self.pending_eeprom.insert(addr, data).map_err(|e| ProgError::new(FailureClass::Internal, format!("EEPROM at 0x{addr:X}: {e:?}")))?;
+        self.eeprom = None;
+        Ok(())
+    }
+
+    async fn read_eeprom(&mut self, part: &'static crate::part::Part, addr: u32, len: usize) -> ProgResult<Vec<u8>> {
+        self.flush().await?;
+        if self.eeprom.is_none() {
+            self.eeprom = Some(self.read_memory("eeprom", part.eeprom_size).await?);
+        }
+        let e = self.eeprom.as_ref().expect("just read");
+        e.get(addr as usize..addr as usize + len).map(<[u8]>::to_vec).ok_or_else(|| ProgError::new(FailureClass::Config, format!("EEPROM read 0x{addr:X}+{len} is beyond {}", part.name)))
+    }
+
+    async fn read_fuse(&mut self, part: &'static crate::part::Part, kind: FuseKind) -> ProgResult<u8> {
+        if part.fuse_masks.get(kind).is_none() {
+            return Err(ProgError::new(FailureClass::Config, format!("{} has no {kind} fuse", part.name)));
+        }
+        let (set, _) = self.fuses_and_lock().await?;
+        set.get(kind).ok_or_else(|| ProgError::comm(format!("avrdude did not read the {kind} fuse")))
+    }
+
+    async fn write_fuse(&mut self, part: &'static crate::part::Part, kind: FuseKind, value: u8) -> ProgResult<()> {
+        if part.fuse_masks.get(kind).is_none() {
+            return Err(ProgError::new(FailureClass::Config, format!("{} has no {kind} fuse", part.name)));
+        }
+        self.write_byte_memory(kind.avrdude_name(), value).await
+    }
+
+    async fn read_lock(&mut self, _part: &'static crate::part::Part) -> ProgResult<u8> {
+        Ok(self.fuses_and_lock().await?.1)
+    }
+
+    async fn write_lock(&mut self, _part: &'static crate::part::Part, value: u8) -> ProgResult<()> {
+        self.write_byte_memory("lock", value).await
     }
 }
 

@@ -71,10 +71,10 @@ pub async fn open(spec: &ProgrammerSpec, part: &'static Part) -> ProgResult<Box<
         ProgrammerKind::Sim => Ok(Box::new(SimProgrammer::new(part, spec.sim.clone(), spec.name.clone()))),
         ProgrammerKind::Avrisp => Ok(Box::new(Stk500Programmer::avrisp(serial_port(spec)?, spec.baud))),
         ProgrammerKind::Arduino => Ok(Box::new(Stk500Programmer::arduino(serial_port(spec)?, spec.baud))),
-        ProgrammerKind::Avrdude => Err(ProgError::with_hint(
-            FailureClass::Config,
-            "the avrdude fallback runs a whole job in one avrdude call and cannot be driven one operation at a time: run it through flashline::programmer::avrdude::run_job",
-        )),
+        ProgrammerKind::Avrdude => Ok(Box::new(crate::programmer::avrdude::AvrdudeProgrammer::new(
+            spec.clone(),
+            crate::programmer::avrdude::AvrdudeOptions::default(),
+        ))),
         ProgrammerKind::Usbasp | ProgrammerKind::Usbtiny => {
             let selector = usb_selector(spec)?;
             let usb = crate::programmer::usb::NusbTransport::open(spec.kind, selector.as_ref()).await?;

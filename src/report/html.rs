@@ -53,6 +53,7 @@ fn yield_chart(out: &mut String, by_day: &YieldReport, x: f64, y: f64) {
     }
     let slot = if days.is_empty() { pw } else { pw / days.len() as f64 };
     let bw = (slot * 0.35).min(28.0);
+    let label_every = days.len().div_ceil(12).max(1);
     for (i, d) in days.iter().enumerate() {
         let cx = left + slot * (i as f64 + 0.5);
         for (j, (v, color, name)) in
@@ -71,14 +72,19 @@ fn yield_chart(out: &mut String, by_day: &YieldReport, x: f64, y: f64) {
                 d.units
             );
         }
-        let _ = write!(
-            out,
-            r##"<text x="{cx:.1}" y="{:.1}" text-anchor="middle">{}</text><text x="{cx:.1}" y="{:.1}" text-anchor="middle" fill="#555">{} u</text>"##,
-            top + ph + 14.0,
-            esc(&d.key),
-            top + ph + 27.0,
-            d.units
-        );
+        // Label every day while they fit; beyond a dozen days, every n-th as MM-DD.
+        if i % label_every == 0 {
+            let label = if days.len() > 12 { d.key.get(5..).unwrap_or(&d.key) } else { &d.key };
+            let _ = write!(out, r#"<text x="{cx:.1}" y="{:.1}" text-anchor="middle">{}</text>"#, top + ph + 14.0, esc(label));
+            if days.len() <= 12 {
+                let _ = write!(
+                    out,
+                    r##"<text x="{cx:.1}" y="{:.1}" text-anchor="middle" fill="#555">{} u</text>"##,
+                    top + ph + 27.0,
+                    d.units
+                );
+            }
+        }
     }
     let ly = h - 12.0;
     let _ = write!(

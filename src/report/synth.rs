@@ -44,7 +44,7 @@ const CLASSES: [(&str, u32); 7] = [
     ("timeout", 5),
     ("verify_fuse", 5),
 ];
-const BATCH: usize = 400;
+const BATCH: usize = 2000;
 
 struct Row {
     unit: i64,

@@ -144,34 +144,45 @@ async fn groups(db: &Db, f: &Filters, by: GroupBy) -> Result<BTreeMap<String, Ac
     let (key, joins) = by.key_sql();
     let (cond, binds) = filter_sql(f);
     // Per unit: attempts, and its first and last attempt encoded as attempt_no*2 + passed, so
-    // one MIN and one MAX give both the order and the result.
+    // one MIN and one MAX give both the order and the result. Ungrouped, the per-unit pass
+    // streams from the covering index attempts_unit_cover in unit order (no sort); grouped,
+    // it groups on (key, unit).
+    let code = "a.attempt_no * 2 + CASE WHEN a.result = 'pass' THEN 1 ELSE 0 END";
+    let (inner_key, inner_group, outer_key, outer_group) = if by == GroupBy::None {
+        ("", "a.unit_id", "'all' AS k", "")
+    } else {
+        (&*format!("{key} AS k, "), "1, a.unit_id", "k", " GROUP BY k")
+    };
     let units_sql = format!(
-        "WITH sel AS (
-             SELECT {key} AS k, a.unit_id AS u,
-                    a.attempt_no * 2 + CASE WHEN a.result = 'pass' THEN 1 ELSE 0 END AS code,
-                    a.cycle_ms AS c
+        "WITH pu AS (
+             SELECT {inner_key}a.unit_id AS u, COUNT(*) AS n, MIN({code}) AS f, MAX({code}) AS l,
+                    SUM(a.cycle_ms) AS cs, COUNT(a.cycle_ms) AS cn
              FROM attempts a{joins}
-             WHERE a.result <> 'running'{cond}),
-         pu AS (
-             SELECT k, u, COUNT(*) AS n, MIN(code) AS f, MAX(code) AS l,
-                    SUM(c) AS cs, COUNT(c) AS cn
-             FROM sel GROUP BY k, u)
-         SELECT k, COUNT(*) AS units, CAST(SUM(n) AS BIGINT) AS attempts,
-                CAST(SUM(f % 2) AS BIGINT) AS first_pass, CAST(SUM(l % 2) AS BIGINT) AS final_pass,
-                CAST(COALESCE(SUM(cs), 0) AS BIGINT) AS cycle_sum, CAST(SUM(cn) AS BIGINT) AS cycle_n
-         FROM pu GROUP BY k"
+             WHERE a.result <> 'running'{cond}
+             GROUP BY {inner_group})
+         SELECT {outer_key}, COUNT(*) AS units, CAST(COALESCE(SUM(n), 0) AS BIGINT) AS attempts,
+                CAST(COALESCE(SUM(f % 2), 0) AS BIGINT) AS first_pass,
+                CAST(COALESCE(SUM(l % 2), 0) AS BIGINT) AS final_pass,
+                CAST(COALESCE(SUM(cs), 0) AS BIGINT) AS cycle_sum,
+                CAST(COALESCE(SUM(cn), 0) AS BIGINT) AS cycle_n
+         FROM pu{outer_group}"
     );
+    // Only finished attempts carry a cycle time, so `cycle_ms IS NOT NULL` selects finished
+    // ones and lets the ungrouped histogram stream from attempts_cycle.
+    let (sel_key, hist_group, pareto_group) =
+        if by == GroupBy::None { ("'all'", "2", "2") } else { (key, "1, 2", "1, 2") };
     let hist_sql = format!(
-        "SELECT {key} AS k, a.cycle_ms AS c, COUNT(*) AS n
+        "SELECT {sel_key} AS k, a.cycle_ms AS c, COUNT(*) AS n
          FROM attempts a{joins}
-         WHERE a.result <> 'running' AND a.cycle_ms IS NOT NULL{cond}
-         GROUP BY 1, 2"
+         WHERE a.cycle_ms IS NOT NULL{cond}
+         GROUP BY {hist_group}"
     );
+    // Same condition as the partial index attempts_failures.
     let pareto_sql = format!(
-        "SELECT {key} AS k, COALESCE(a.failure_class, 'unclassified') AS fc, COUNT(*) AS n
+        "SELECT {sel_key} AS k, COALESCE(a.failure_class, 'unclassified') AS fc, COUNT(*) AS n
          FROM attempts a{joins}
-         WHERE a.result <> 'running' AND a.result <> 'pass'{cond}
-         GROUP BY 1, 2"
+         WHERE a.result <> 'pass' AND a.result <> 'running'{cond}
+         GROUP BY {pareto_group}"
     );
     let mut out: BTreeMap<String, Acc> = BTreeMap::new();
     with_pool!(db, |p| {

@@ -162,8 +162,10 @@ struct Wire {
     rx: VecDeque<(u8, Instant)>,
     last_arrival: Instant,
     tx_free: Instant,
-    /// Firmware time (SPI clocking) not yet slept: settled before the next reply goes out.
+    /// Firmware time (SPI clocking) not yet accounted: settled before the next reply goes out.
     owed: Duration,
+    /// When the firmware's previous work finished (the UART sends while the firmware works on).
+    work_free: Instant,
 }
 
 impl Wire {
@@ -180,6 +182,7 @@ impl Wire {
             last_arrival: now,
             tx_free: now,
             owed: Duration::ZERO,
+            work_free: now,
         }
     }
 
@@ -273,10 +276,28 @@ impl Wire {
         }
     }
 
+    /// Where the firmware is in modelled time (command arrival, previous work, work so far).
+    fn model_now(&self) -> Instant {
+        self.last_arrival.max(self.work_free) + self.owed
+    }
+
+    /// With timing on, let real time catch up with the model (before touching a busy target).
+    fn catch_up(&self) {
+        if self.timing {
+            let t = self.model_now();
+            let now = Instant::now();
+            if t > now {
+                std::thread::sleep(t - now);
+            }
+        }
+    }
+
     fn put(&mut self, bytes: &[u8]) -> Result<(), Halt> {
         if self.timing {
-            // The firmware acts once the command has arrived, works, then transmits.
-            let ready = Instant::now().max(self.last_arrival) + std::mem::take(&mut self.owed);
+            // The firmware acts once the command has arrived and its previous work is done,
+            // works, then hands the bytes to the UART (which transmits while it works on).
+            let ready = self.last_arrival.max(self.work_free) + std::mem::take(&mut self.owed);
+            self.work_free = ready;
             let start = ready.max(self.tx_free);
             self.tx_free = start + self.byte_time * bytes.len() as u32;
             let now = Instant::now();
@@ -364,6 +385,11 @@ impl Firmware {
                 self.frame.clear();
                 self.wire.stats.instructions.fetch_add(1, Ordering::Relaxed);
                 let hz = self.sck_hz();
+                if self.target().is_busy() {
+                    // The instruction happens at its modelled time: a driver that waits long
+                    // enough finds the target ready, one that does not is caught.
+                    self.wire.catch_up();
+                }
                 let reply = {
                     let mut t = self.target();
                     let r = t.spi_at(cmd, hz);
@@ -519,15 +545,20 @@ impl Firmware {
                         }
                         self.wire.put(&[0x01])?;
                         let mut ext = None;
+                        // The firmware streams bytes as it reads them; send them in small bursts.
+                        let mut burst = Vec::with_capacity(64);
                         for a in start..start + n {
                             if big && ext != Some(a >> 17) {
                                 self.instruction(isp::load_extended_address(a))?;
                                 ext = Some(a >> 17);
                             }
-                            let v = self.instruction(isp::read_flash(a))?[3];
-                            self.wire.put(&[v])?;
+                            burst.push(self.instruction(isp::read_flash(a))?[3]);
+                            if burst.len() == 64 {
+                                self.wire.put(&burst)?;
+                                burst.clear();
+                            }
                         }
-                        Ok(())
+                        self.wire.put(&burst)
                     }
                     _ => self.wire.put(&[0x00]),
                 }

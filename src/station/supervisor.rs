@@ -131,6 +131,8 @@ struct Shared {
     units_seen: HashSet<String>,
     units_passed: HashSet<String>,
     attempts_by_unit: std::collections::HashMap<String, i64>,
+    /// Per slot: the last unit that finished there and whether it passed (for retest).
+    last_unit: Vec<Option<(String, bool)>>,
 }
 
 /// A running station.
@@ -170,6 +172,7 @@ impl Supervisor {
             units_seen: HashSet::new(),
             units_passed: HashSet::new(),
             attempts_by_unit: Default::default(),
+            last_unit: vec![None; station.slots.len()],
         }));
         let recipe_name = recipe_name(&production.recipe_path, &production.recipe.sku);
         let _ = events.send(StationEvent::Started {
@@ -305,10 +308,11 @@ impl Supervisor {
                         None => false,
                     };
                     if !sent {
-                        let mut sh = self.shared.lock().unwrap();
-                        sh.in_progress.remove(&serial);
-                        sh.status[i] = SlotStatus::Idle;
-                        drop(sh);
+                        {
+                            let mut sh = self.shared.lock().unwrap();
+                            sh.in_progress.remove(&serial);
+                            sh.status[i] = SlotStatus::Idle;
+                        }
                         return self.reject(raw, Some(&slot), format!("slot {slot} stopped")).await;
                     }
                     return Submit::Queued { slot, serial };
@@ -319,6 +323,26 @@ impl Supervisor {
                     }
                 }
             }
+        }
+    }
+
+    /// The last unit that finished in `slot` (serial, passed), if any.
+    pub fn last_unit(&self, slot: &str) -> Option<(String, bool)> {
+        let i = self.station.slots.iter().position(|s| s.name.eq_ignore_ascii_case(slot))?;
+        self.shared.lock().unwrap().last_unit.get(i).cloned().flatten()
+    }
+
+    /// Retest: resubmit the unit that last failed in `slot` to the same slot (the operator has
+    /// re-seated it), as if `SLOT:SERIAL` had been scanned. Refused (and not recorded as a
+    /// rejected scan) when the slot does not exist or its last unit passed.
+    pub async fn retest(&self, slot: &str) -> Submit {
+        let Some(name) = self.station.slots.iter().find(|s| s.name.eq_ignore_ascii_case(slot.trim())).map(|s| s.name.clone()) else {
+            return Submit::Rejected { reason: format!("there is no slot '{}' on this station", slot.trim()) };
+        };
+        match self.last_unit(&name) {
+            None => Submit::Rejected { reason: format!("slot {name} has no finished unit to retest: scan the board") },
+            Some((serial, true)) => Submit::Rejected { reason: format!("{serial} passed in slot {name}: nothing to retest") },
+            Some((serial, false)) => self.submit(&format!("{name}:{serial}")).await,
         }
     }
 
@@ -631,6 +655,9 @@ async fn run_unit(ctx: &SlotCtx, prog: &mut Option<Box<dyn Programmer>>, serial:
         }
         sh.totals.units = sh.units_seen.len() as u64;
         sh.totals.units_passed = sh.units_passed.len() as u64;
+        if let Some(l) = sh.last_unit.get_mut(ctx.idx) {
+            *l = Some((serial.to_string(), passed));
+        }
         sh.totals.clone()
     };
     let _ = ctx.events.send(StationEvent::JobFinished {
