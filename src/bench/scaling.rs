@@ -141,10 +141,12 @@ impl Drop for Emulators {
 
 fn station_yaml(kind: SlotKind, n: usize, ports: &[PathBuf], timed: bool) -> String {
     let mut s = format!("station: bench-{n}\noperator_prompt: false\nslots:\n");
-    for i in 0..n {
-        match kind {
-            SlotKind::Sim => s += &format!("  - {{ name: S{i}, programmer: sim, timing: {timed} }}\n"),
-            SlotKind::Avrisp => s += &format!("  - {{ name: A{i}, programmer: avrisp, port: \"{}\", baud: 115200 }}\n", ports[i].display()),
+    match kind {
+        SlotKind::Sim => (0..n).for_each(|i| s += &format!("  - {{ name: S{i}, programmer: sim, timing: {timed} }}\n")),
+        SlotKind::Avrisp => {
+            for (i, port) in ports.iter().enumerate().take(n) {
+                s += &format!("  - {{ name: A{i}, programmer: avrisp, port: \"{}\", baud: 115200 }}\n", port.display());
+            }
         }
     }
     s
