@@ -51,7 +51,7 @@ fn bench_all_quick_runs_end_to_end() {
     let err = err_reader.join().unwrap();
     assert!(status.success(), "bench failed ({status})\nstdout:\n{out}\nstderr:\n{err}");
 
-    for title in ["### 1. Per-unit cycle", "### 2. avrdude vs flashline", "### 2b. USBasp / USBtinyISP", "### 3. Scaling", "### 4. `flashline build`"] {
+    for title in ["### 1. Per-unit cycle", "### 2. avrdude vs flashline", "### 2b. USBasp / USBtinyISP", "### 2c. avrdude vs flashline on the same timed Bus Pirate emulator", "### 3. Scaling", "### 4. `flashline build`"] {
         assert!(out.contains(title), "missing table {title:?} in:\n{out}");
     }
     // The cycle table states the bound's arithmetic, the avrdude table the real avrdude's version.
@@ -65,7 +65,7 @@ fn bench_all_quick_runs_end_to_end() {
     let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("bench --json file")).unwrap();
     let _ = std::fs::remove_file(&json);
     let tables = doc["tables"].as_array().expect("tables");
-    assert_eq!(tables.len(), 5, "{doc}");
+    assert_eq!(tables.len(), 6, "{doc}");
     assert!(tables.iter().all(|t| !t["rows"].as_array().unwrap().is_empty()));
     assert!(doc["machine"]["nproc"].as_u64().unwrap() >= 1);
 }

@@ -12,13 +12,78 @@ use std::time::{Duration, Instant};
 
 use crate::build::Production;
 use crate::part::FuseKind;
+use crate::sim::buspirate::{BusPirateEmulator, BusPirateOptions};
+use crate::sim::stk500::Stk500Emulator;
+use crate::sim::{Fault, SimOptions, SimTarget};
 
-use super::cycle::{check_target, timed_emulator, BAUD};
+use super::cycle::{check_sim, timed_emulator, BAUD};
 use super::{median, secs, spread, BenchError, BenchOptions, BenchResult, Table};
 
 /// Goals: avrdude's time / ours.
 pub const GOAL_FULL: f64 = 1.3;
 pub const GOAL_WRITTEN: f64 = 2.5;
+
+/// Which programmer protocol both tools drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// STK500v1 ISP programmer (ArduinoISP): avrdude `-c avrisp`, flashline `-c avrisp`.
+    Avrisp,
+    /// Bus Pirate v3 binary SPI mode: avrdude `-c buspirate`, flashline `-c buspirate`.
+    Buspirate,
+}
+
+impl Wire {
+    pub fn name(self) -> &'static str {
+        match self {
+            Wire::Avrisp => "avrisp",
+            Wire::Buspirate => "buspirate",
+        }
+    }
+}
+
+/// A fresh timed emulator of either kind.
+enum Emu {
+    Stk(Stk500Emulator),
+    Bp(BusPirateEmulator),
+}
+
+impl Emu {
+    fn spawn(wire: Wire, production: &Production) -> BenchResult<Emu> {
+        match wire {
+            Wire::Avrisp => Ok(Emu::Stk(timed_emulator(production)?)),
+            Wire::Buspirate => {
+                let target = SimTarget::new(production.part, SimOptions::new(true, Fault::None));
+                let opts = BusPirateOptions { baud: BAUD, line_timing: true, ..BusPirateOptions::default() };
+                BusPirateEmulator::spawn(target, opts).map(Emu::Bp).map_err(|e| BenchError::new(format!("cannot start the Bus Pirate emulator on a pty: {e}")))
+            }
+        }
+    }
+    fn path(&self) -> &Path {
+        match self {
+            Emu::Stk(e) => e.path(),
+            Emu::Bp(e) => e.path(),
+        }
+    }
+    fn check(&self, production: &Production, who: &str, strict: bool) -> BenchResult<u64> {
+        match self {
+            Emu::Stk(e) => check_sim(&e.target(), production, who, strict),
+            Emu::Bp(e) => check_sim(&e.target(), production, who, strict),
+        }
+    }
+    /// (bytes both ways, protocol commands)
+    fn counters(&self) -> (u64, u64) {
+        match self {
+            Emu::Stk(e) => {
+                let s = e.stats();
+                (s.bytes_in.load(Ordering::Relaxed) + s.bytes_out.load(Ordering::Relaxed), s.commands.load(Ordering::Relaxed))
+            }
+            Emu::Bp(e) => {
+                let s = e.stats();
+                (s.bytes_in.load(Ordering::Relaxed) + s.bytes_out.load(Ordering::Relaxed), s.commands.load(Ordering::Relaxed))
+            }
+        }
+    }
+}
 
 /// Which tool and mode one run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,11 +94,11 @@ pub enum Tool {
 }
 
 impl Tool {
-    pub fn label(self) -> &'static str {
+    pub fn label(self, wire: Wire) -> String {
         match self {
-            Tool::Avrdude => "avrdude 7.1 -c avrisp (full verify)",
-            Tool::FlashlineFull => "flashline flash (verify full)",
-            Tool::FlashlineWritten => "flashline flash --verify written",
+            Tool::Avrdude => format!("avrdude 7.1 -c {} (full verify)", wire.name()),
+            Tool::FlashlineFull => "flashline flash (verify full)".into(),
+            Tool::FlashlineWritten => "flashline flash --verify written".into(),
         }
     }
 }
@@ -59,12 +124,12 @@ pub fn avrdude_version() -> BenchResult<String> {
 }
 
 /// The command line for `tool` against `pty` (the program, then its arguments).
-pub fn command_line(tool: Tool, flashline: &Path, production: &Production, image: &Path, pty: &Path) -> Vec<String> {
+pub fn command_line(wire: Wire, tool: Tool, flashline: &Path, production: &Production, image: &Path, pty: &Path) -> Vec<String> {
     let f = production.fuses;
     let mut v: Vec<String> = Vec::new();
     match tool {
         Tool::Avrdude => {
-            v.extend(["avrdude", "-c", "avrisp", "-b", &BAUD.to_string(), "-p", production.part.avrdude_id(), "-P"].map(String::from));
+            v.extend(["avrdude", "-c", wire.name(), "-b", &BAUD.to_string(), "-p", production.part.avrdude_id(), "-P"].map(String::from));
             v.push(pty.display().to_string());
             v.push("-U".into());
             v.push(format!("flash:w:{}:i", image.display()));
@@ -86,7 +151,7 @@ pub fn command_line(tool: Tool, flashline: &Path, production: &Production, image
         }
         Tool::FlashlineFull | Tool::FlashlineWritten => {
             v.push(flashline.display().to_string());
-            v.extend(["flash", "-c", "avrisp", "-b", &BAUD.to_string(), "-p", production.part.id, "-P"].map(String::from));
+            v.extend(["flash", "-c", wire.name(), "-b", &BAUD.to_string(), "-p", production.part.id, "-P"].map(String::from));
             v.push(pty.display().to_string());
             v.push(image.display().to_string());
             for (k, name) in [(FuseKind::Low, "--lfuse"), (FuseKind::High, "--hfuse"), (FuseKind::Extended, "--efuse")] {
@@ -110,9 +175,9 @@ pub fn command_line(tool: Tool, flashline: &Path, production: &Production, image
 }
 
 /// Run `tool` once on a fresh timed emulator; the target must hold the image afterwards.
-pub fn run_once(tool: Tool, flashline: &Path, production: &Production, image: &Path) -> BenchResult<ToolRun> {
-    let emu = timed_emulator(production)?;
-    let argv = command_line(tool, flashline, production, image, emu.path());
+pub fn run_once(wire: Wire, tool: Tool, flashline: &Path, production: &Production, image: &Path) -> BenchResult<ToolRun> {
+    let emu = Emu::spawn(wire, production)?;
+    let argv = command_line(wire, tool, flashline, production, image, emu.path());
     let t0 = Instant::now();
     let mut child = Command::new(&argv[0])
         .args(&argv[1..])
@@ -130,7 +195,7 @@ pub fn run_once(tool: Tool, flashline: &Path, production: &Production, image: &P
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(BenchError::new(format!("{} did not finish within 180 s", tool.label())));
+                return Err(BenchError::new(format!("{} did not finish within 180 s", tool.label(wire))));
             }
             Err(e) => return Err(BenchError::new(format!("waiting for {}: {e}", argv[0]))),
         }
@@ -142,66 +207,82 @@ pub fn run_once(tool: Tool, flashline: &Path, production: &Production, image: &P
         let tail: Vec<&str> = err.lines().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect();
         return Err(BenchError::new(format!("{} failed ({status}): {}", argv.join(" "), tail.join(" / "))));
     }
-    let busy_violations = check_target(&emu, production, tool.label(), tool != Tool::Avrdude)?;
-    let s = emu.stats();
-    Ok(ToolRun {
-        wall,
-        wire_bytes: s.bytes_in.load(Ordering::Relaxed) + s.bytes_out.load(Ordering::Relaxed),
-        commands: s.commands.load(Ordering::Relaxed),
-        busy_violations,
-    })
+    let busy_violations = emu.check(production, &tool.label(wire), tool != Tool::Avrdude)?;
+    let (wire_bytes, commands) = emu.counters();
+    Ok(ToolRun { wall, wire_bytes, commands, busy_violations })
 }
 
-/// Table 2: the three tools, interleaved run by run so load changes hit all of them alike.
-pub fn table(opts: &BenchOptions) -> BenchResult<Table> {
+/// Table 2 (`Wire::Avrisp`) or 2c (`Wire::Buspirate`): the three tools, interleaved run by run
+/// so load changes hit all of them alike.
+pub fn table(opts: &BenchOptions, wire: Wire) -> BenchResult<Table> {
     let version = avrdude_version()?;
     let production = super::production_image(&opts.root)?;
     let image = super::write_image(&production, &opts.work, "promicro_macropad_production.hex")?;
-    let tools = [Tool::Avrdude, Tool::FlashlineFull, Tool::FlashlineWritten];
+    // avrdude -c buspirate takes ~100 s per board here: fewer repetitions, none in --quick.
+    let (reps, with_avrdude) = match wire {
+        Wire::Avrisp => (opts.reps, true),
+        Wire::Buspirate => (opts.reps.min(2), !opts.quick),
+    };
+    let tools: Vec<Tool> = [Tool::Avrdude, Tool::FlashlineFull, Tool::FlashlineWritten].into_iter().filter(|t| with_avrdude || *t != Tool::Avrdude).collect();
     let mut runs: Vec<Vec<ToolRun>> = vec![Vec::new(); tools.len()];
-    for _ in 0..opts.reps {
+    for _ in 0..reps {
         for (i, tool) in tools.iter().enumerate() {
-            runs[i].push(run_once(*tool, &opts.flashline, &production, &image)?);
+            runs[i].push(run_once(wire, *tool, &opts.flashline, &production, &image)?);
         }
     }
     let med: Vec<Duration> = runs.iter().map(|r| median(&r.iter().map(|x| x.wall).collect::<Vec<_>>())).collect();
-    let mut t = Table::new(
-        format!("2. avrdude vs flashline on the same timed STK500v1 emulator ({}, {BAUD} baud)", production.part.name),
-        &["tool", "wall (median)", "spread", "wire bytes", "STK500 commands", "avrdude ÷ this", "goal"],
-    );
+    let mut t = match wire {
+        Wire::Avrisp => Table::new(
+            format!("2. avrdude vs flashline on the same timed STK500v1 emulator ({}, {BAUD} baud)", production.part.name),
+            &["tool", "wall (median)", "spread", "wire bytes", "STK500 commands", "avrdude ÷ this", "goal"],
+        ),
+        Wire::Buspirate => Table::new(
+            format!("2c. avrdude vs flashline on the same timed Bus Pirate emulator ({}, {BAUD} baud, firmware v6 binary SPI)", production.part.name),
+            &["tool", "wall (median)", "spread", "wire bytes", "binary-mode commands", "avrdude ÷ this", "goal"],
+        ),
+    };
     for (i, tool) in tools.iter().enumerate() {
         let r = &runs[i];
-        let speedup = med[0].as_secs_f64() / med[i].as_secs_f64().max(1e-9);
+        let speedup = if with_avrdude { med[0].as_secs_f64() / med[i].as_secs_f64().max(1e-9) } else { f64::NAN };
         let (goal, verdict) = match tool {
             Tool::Avrdude => ("-".to_string(), String::new()),
             Tool::FlashlineFull => (format!("≥ {GOAL_FULL}×"), if speedup >= GOAL_FULL { " met".into() } else { " **not met**".into() }),
             Tool::FlashlineWritten => (format!("≥ {GOAL_WRITTEN}×"), if speedup >= GOAL_WRITTEN { " met".into() } else { " **not met**".into() }),
         };
         t.row(vec![
-            tool.label().into(),
+            tool.label(wire),
             secs(med[i]),
             spread(&r.iter().map(|x| x.wall).collect::<Vec<_>>()),
             r.last().map(|x| x.wire_bytes.to_string()).unwrap_or_default(),
             r.last().map(|x| x.commands.to_string()).unwrap_or_default(),
-            format!("{speedup:.2}×"),
-            format!("{goal}{verdict}"),
+            if with_avrdude { format!("{speedup:.2}×") } else { "-".into() },
+            if with_avrdude { format!("{goal}{verdict}") } else { "(avrdude not run in --quick)".into() },
         ]);
     }
-    t.note(format!("{version}; median of {} run(s) per tool, interleaved; each run on a fresh emulator, whole process wall time (start to exit), target flash checked against the image after every run", opts.reps));
-    if let Some(r) = runs[0].last() {
+    t.note(format!("{version}; median of {reps} run(s) per tool, interleaved; each run on a fresh emulator, whole process wall time (start to exit), target flash checked against the image after every run"));
+    if !with_avrdude {
+        t.note("--quick: avrdude -c buspirate (about 100 s per board) not run; flashline's runs still program and verify");
+    }
+    if let Some(r) = runs[0].last().filter(|_| with_avrdude) {
         if r.busy_violations > 0 {
             t.note(format!("avrdude sent {} instruction(s) while the target was busy (it polls a fuse write by reading it back at once; the chip ignores them and avrdude reads again) — its result still verified", r.busy_violations));
         }
     }
     let pty = Path::new("PTY");
     let img = Path::new("IMAGE.hex");
-    t.note(format!("avrdude: `{}`", command_line(Tool::Avrdude, Path::new("flashline"), &production, img, pty).join(" ")));
-    t.note(format!("flashline: `{}` (and the same with `--verify written`); IMAGE.hex = `flashline build recipes/promicro-macropad/recipe.yaml`", command_line(Tool::FlashlineFull, Path::new("flashline"), &production, img, pty).join(" ")));
+    t.note(format!("avrdude: `{}`", command_line(wire, Tool::Avrdude, Path::new("flashline"), &production, img, pty).join(" ")));
+    t.note(format!("flashline: `{}` (and the same with `--verify written`); IMAGE.hex = `flashline build recipes/promicro-macropad/recipe.yaml`", command_line(wire, Tool::FlashlineFull, Path::new("flashline"), &production, img, pty).join(" ")));
     let (pages, written) = super::bound::pages(production.part, &production.image);
-    t.note(format!(
-        "why: the image covers {} pages, {} of them all 0xFF (the sketch area's padding). avrdude writes and reads back every page the file covers, 128 bytes per READ_PAGE with a LOAD_ADDRESS before each page; flashline skips the blank pages after chip erase, reads back in 256-byte blocks with no redundant LOAD_ADDRESS, and with `written` reads back only the pages it wrote. No pipelining (ArduinoISP has a small UART buffer).",
-        pages.len(),
-        written.iter().filter(|w| !**w).count()
-    ));
+    let blank = written.iter().filter(|w| !**w).count();
+    t.note(match wire {
+        Wire::Avrisp => format!(
+            "why: the image covers {} pages, {blank} of them all 0xFF (the sketch area's padding). avrdude writes and reads back every page the file covers, 128 bytes per READ_PAGE with a LOAD_ADDRESS before each page; flashline skips the blank pages after chip erase, reads back in 256-byte blocks with no redundant LOAD_ADDRESS, and with `written` reads back only the pages it wrote. No pipelining (ArduinoISP has a small UART buffer).",
+            pages.len()
+        ),
+        Wire::Buspirate => format!(
+            "the image covers {} pages, {blank} of them all 0xFF; avrdude writes and reads back every covered page, flashline skips blank pages after chip erase (and reads back only written pages with `written`). Both speak the binary SPI mode of the same emulated firmware v6.",
+            pages.len()
+        ),
+    });
     Ok(t)
 }

@@ -46,7 +46,11 @@ pub fn timed_emulator(production: &Production) -> BenchResult<Stk500Emulator> {
 /// was busy (ignored by the chip, as on silicon). `strict`: any such instruction fails the run
 /// (our driver must never do it; avrdude polls fuse writes by reading back, which may).
 pub fn check_target(emu: &Stk500Emulator, production: &Production, who: &str, strict: bool) -> BenchResult<u64> {
-    let t = emu.target();
+    check_sim(&emu.target(), production, who, strict)
+}
+
+/// [`check_target`] on any simulated target.
+pub fn check_sim(t: &SimTarget, production: &Production, who: &str, strict: bool) -> BenchResult<u64> {
     let flash = t.flash();
     for (addr, data) in production.image.segments() {
         let got = flash.get(addr as usize..addr as usize + data.len());

@@ -4,9 +4,9 @@
 //! SQLite file, fed one scan per unit as fast as slots free up:
 //!
 //! * `sim` slots: in-process simulated programmer + target with datasheet timing (`timing: true`);
-//!   the process CPU then includes the simulation itself, so a bare-job baseline (the same job on
-//!   a `SimProgrammer`, no station, no records) is measured too and subtracted to give the
-//!   supervisor's own CPU per unit;
+//!   the process CPU then includes the simulation itself, so the supervisor's own CPU per unit is
+//!   measured apart: a station with *untimed* sim slots (pure work, no sleeps) minus the same
+//!   untimed job run bare (no station, no records);
 //! * `avrisp` slots: each slot's ArduinoISP emulator runs in its own `flashline sim serve
 //!   --protocol stk500v1 --timing` child process on a pty (115200 baud, line timing), so this
 //!   process's CPU is exactly what a station driving real programmers spends (drivers, serial
@@ -139,19 +139,20 @@ impl Drop for Emulators {
     }
 }
 
-fn station_yaml(kind: SlotKind, n: usize, ports: &[PathBuf]) -> String {
+fn station_yaml(kind: SlotKind, n: usize, ports: &[PathBuf], timed: bool) -> String {
     let mut s = format!("station: bench-{n}\noperator_prompt: false\nslots:\n");
     for i in 0..n {
         match kind {
-            SlotKind::Sim => s += &format!("  - {{ name: S{i}, programmer: sim, timing: true }}\n"),
+            SlotKind::Sim => s += &format!("  - {{ name: S{i}, programmer: sim, timing: {timed} }}\n"),
             SlotKind::Avrisp => s += &format!("  - {{ name: A{i}, programmer: avrisp, port: \"{}\", baud: 115200 }}\n", ports[i].display()),
         }
     }
     s
 }
 
-/// Run one batch of `units_per_slot × slots` units on a fresh station and database.
-pub async fn batch(opts: &BenchOptions, kind: SlotKind, slots: usize, units_per_slot: u64) -> BenchResult<Batch> {
+/// Run one batch of `units_per_slot × slots` units on a fresh station and database. `timed`:
+/// `sim` slots model datasheet delays and SPI time (off: pure CPU work, for CPU accounting).
+pub async fn batch(opts: &BenchOptions, kind: SlotKind, slots: usize, units_per_slot: u64, timed: bool) -> BenchResult<Batch> {
     let recipe = opts.root.join("recipes/promicro-macropad/recipe.yaml");
     let production = Arc::new(crate::build::prepare(&recipe).map_err(|e| BenchError::new(format!("{}: {e}", recipe.display())))?);
     let mut emus = match kind {
@@ -159,9 +160,9 @@ pub async fn batch(opts: &BenchOptions, kind: SlotKind, slots: usize, units_per_
         SlotKind::Sim => None,
     };
     let ports = emus.as_ref().map(|e| e.paths.clone()).unwrap_or_default();
-    let tag = format!("{}-{slots}", if kind == SlotKind::Sim { "sim" } else { "avrisp" });
+    let tag = format!("{}-{slots}{}", if kind == SlotKind::Sim { "sim" } else { "avrisp" }, if timed { "" } else { "-untimed" });
     let station_path = opts.work.join(format!("station-{tag}.yaml"));
-    std::fs::write(&station_path, station_yaml(kind, slots, &ports)).map_err(|e| BenchError::new(format!("{}: {e}", station_path.display())))?;
+    std::fs::write(&station_path, station_yaml(kind, slots, &ports, timed)).map_err(|e| BenchError::new(format!("{}: {e}", station_path.display())))?;
     let station = Station::load(&station_path).map_err(|e| BenchError::new(e.to_string()))?;
     let db_path = opts.work.join(format!("scaling-{tag}.db"));
     for suffix in ["", "-wal", "-shm"] {
@@ -223,14 +224,14 @@ pub async fn batch(opts: &BenchOptions, kind: SlotKind, slots: usize, units_per_
     Ok(Batch { kind, slots, units, passed: totals.passed, wall, cpu, emulator_cpu, median_cycle: super::median(&cycles) })
 }
 
-/// CPU per unit of the bare job on a timed `SimProgrammer` (no station, no records): the
-/// simulation's own share of a `sim` slot's CPU.
+/// CPU per unit of the bare job on an untimed `SimProgrammer` (no station, no records, no
+/// sleeps): the simulation's own CPU work.
 pub async fn bare_sim_cpu_per_unit(opts: &BenchOptions, units: u64) -> BenchResult<Duration> {
     let production = super::production_image(&opts.root)?;
     let plan = super::cycle::plan(&production, VerifyPolicy::Full);
     let cpu0 = cpu_time(false);
     for i in 0..units {
-        let mut p = SimProgrammer::new(production.part, SimOptions::new(true, Fault::None), format!("bare{i}"));
+        let mut p = SimProgrammer::new(production.part, SimOptions::new(false, Fault::None), format!("bare{i}"));
         let mut sink = |_e: JobEvent| {};
         let r = job::run_job(&mut p, &plan, &mut sink).await;
         if !r.passed() {
@@ -248,7 +249,7 @@ pub async fn table(opts: &BenchOptions, avrisp: bool) -> BenchResult<Table> {
         "3. Scaling: one station process, N slots (promicro-macropad recipe, full verify, SQLite records)",
         &["slots", "units", "wall", "units/hour", "vs N × 1-slot rate", "median cycle", "CPU/unit (station process)", "emulator CPU/unit", "goal ≥ 90%"],
     );
-    let mut kinds = vec![(SlotKind::Sim, if opts.quick { 1 } else { 4 })];
+    let mut kinds = vec![(SlotKind::Sim, if opts.quick { 1 } else { 8 })];
     if avrisp {
         kinds.push((SlotKind::Avrisp, if opts.quick { 1 } else { 2 }));
     }
@@ -256,7 +257,7 @@ pub async fn table(opts: &BenchOptions, avrisp: bool) -> BenchResult<Table> {
     for (kind, per_slot) in kinds {
         let mut one: Option<f64> = None;
         for &n in if kind == SlotKind::Avrisp { avrisp_sizes } else { sizes } {
-            let b = batch(opts, kind, n, per_slot).await?;
+            let b = batch(opts, kind, n, per_slot, true).await?;
             let rate = b.units_per_hour();
             let base = *one.get_or_insert(rate);
             let eff = rate / (base * n as f64);
@@ -274,15 +275,20 @@ pub async fn table(opts: &BenchOptions, avrisp: bool) -> BenchResult<Table> {
             batches.push(b);
         }
     }
-    let bare = bare_sim_cpu_per_unit(opts, if opts.quick { 1 } else { 4 }).await?;
+    // Supervisor CPU: the same station with untimed sim slots (no sleeps, so CPU per unit is
+    // work, not wake-ups) minus the bare untimed job.
+    let (probe_slots, probe_units) = if opts.quick { (4, 2) } else { (64, 4) };
+    let untimed = batch(opts, SlotKind::Sim, probe_slots, probe_units, false).await?;
+    let bare = bare_sim_cpu_per_unit(opts, untimed.units).await?;
+    let sup = untimed.cpu_per_unit().saturating_sub(bare);
     t.note(format!(
-        "bare simulated job (same plan on a timed SimProgrammer, no station, no records): {} CPU per unit; a sim slot's CPU per unit minus this is the supervisor's own (dispatch, events, SQLite records)",
+        "supervisor CPU per unit (dispatch, events, SQLite records): {} — the station with {probe_slots} untimed sim slots spends {} CPU per unit ({} units), the bare untimed job alone {}",
+        super::ms(sup),
+        super::ms(untimed.cpu_per_unit()),
+        untimed.units,
         super::ms(bare)
     ));
-    if let Some(b) = batches.iter().filter(|b| b.kind == SlotKind::Sim).max_by_key(|b| b.slots) {
-        let sup = b.cpu_per_unit().saturating_sub(bare);
-        t.note(format!("supervisor CPU per unit at {} sim slots: {} − {} = {}", b.slots, super::ms(b.cpu_per_unit()), super::ms(bare), super::ms(sup)));
-    }
+    t.note("CPU per unit of the timed sim rows is mostly sleep/wake-up bookkeeping (it falls as more slots share each timer tick); the untimed probe above isolates the work");
     if let Some(b) = batches.iter().filter(|b| b.kind == SlotKind::Avrisp).max_by_key(|b| b.slots) {
         let load = b.cpu.as_secs_f64() / b.wall.as_secs_f64().max(1e-9);
         t.note(format!(
@@ -293,6 +299,6 @@ pub async fn table(opts: &BenchOptions, avrisp: bool) -> BenchResult<Table> {
             b.slots
         ));
     }
-    t.note("units are fed as fast as slots free up (a scan file); each unit: begin-attempt row committed, job, steps + result committed; the wall runs from the first scan to the last record");
+    t.note(format!("units per slot: {} (sim), {} (avrisp); ", if opts.quick { 1 } else { 8 }, if opts.quick { 1 } else { 2 }) + "units are fed as fast as slots free up (a scan file); each unit: begin-attempt row committed, job, steps + result committed; the wall runs from the first scan to the last record");
     Ok(t)
 }

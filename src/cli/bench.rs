@@ -93,7 +93,8 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
         emit("cycle", rt.block_on(bench::cycle::table(&opts)), &mut tables);
     }
     if want(Which::Avrdude) {
-        emit("avrdude", bench::avrdude::table(&opts), &mut tables);
+        emit("avrdude", bench::avrdude::table(&opts, bench::avrdude::Wire::Avrisp), &mut tables);
+        emit("avrdude-buspirate", bench::avrdude::table(&opts, bench::avrdude::Wire::Buspirate), &mut tables);
     }
     if want(Which::Usb) {
         emit("usb", rt.block_on(bench::usb::table(&opts)), &mut tables);
