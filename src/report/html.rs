@@ -178,7 +178,7 @@ pub fn page(rep: &YieldReport, by_day: &YieldReport, generated: &str) -> String 
     s.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>flashline yield report</title>");
     s.push_str(
         "<style>body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse}\
-         td,th{padding:3px 10px;border-bottom:1px solid #ddd;text-align:right}td:first-child,th:first-child{text-align:left}\
+         td,th{padding:3px 10px;white-space:nowrap;border-bottom:1px solid #ddd;text-align:right}td:first-child,th:first-child{text-align:left}\
          tr.total td{font-weight:bold;border-top:2px solid #999}.note{color:#666;font-size:90%}</style></head><body>\n",
     );
     let _ = write!(s, "<h1>Yield report</h1><p class=\"note\">generated {}", esc(generated));
