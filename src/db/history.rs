@@ -30,6 +30,18 @@ fn nonneg(what: &str, v: i64) -> Result<u64> {
 }
 
 impl Db {
+    /// The unit's attempt number (1 = first try, counted across stations) of attempt `id`.
+    pub async fn attempt_no(&self, id: AttemptId) -> Result<u64> {
+        with_pool!(self, |p| {
+            let n: i64 = sqlx::query_scalar("SELECT attempt_no FROM attempts WHERE id = $1")
+                .bind(id.0)
+                .fetch_one(p)
+                .await
+                .ctx("attempt number")?;
+            nonneg("attempt number", n)
+        })
+    }
+
     /// Every attempt of the unit `serial` (oldest first, across all stations) with its steps,
     /// or `None` if the serial was never seen.
     pub async fn unit_history(&self, serial: &str) -> Result<Option<UnitHistory>> {

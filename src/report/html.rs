@@ -110,7 +110,8 @@ fn pareto_chart(out: &mut String, row: &YieldRow, x: f64, y: f64) {
         r#"<text x="{left}" y="16" font-size="14" font-weight="bold">Failure Pareto ({} non-passing attempts)</text>"#,
         row.failures
     );
-    let max = row.pareto.first().map(|p| p.count).unwrap_or(0).max(1) as f64;
+    // Axis top rounded up to a multiple of 4 so the five count ticks are distinct integers.
+    let max = (row.pareto.first().map(|p| p.count).unwrap_or(0).max(1).div_ceil(4) * 4) as f64;
     let _ = write!(out, r##"<line x1="{left}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#999"/>"##, top + ph, left + pw, top + ph);
     for i in 0..=4 {
         let yy = top + ph - ph * i as f64 / 4.0;
@@ -119,7 +120,7 @@ fn pareto_chart(out: &mut String, row: &YieldRow, x: f64, y: f64) {
             r##"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text><text x="{:.1}" y="{:.1}">{}%</text>"##,
             left - 4.0,
             yy + 4.0,
-            (max * i as f64 / 4.0).round() as u64,
+            (max as u64) * i / 4,
             left + pw + 4.0,
             yy + 4.0,
             i * 25

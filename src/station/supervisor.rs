@@ -130,7 +130,6 @@ struct Shared {
     totals: Totals,
     units_seen: HashSet<String>,
     units_passed: HashSet<String>,
-    attempts_by_unit: std::collections::HashMap<String, i64>,
     /// Per slot: the last unit that finished there and whether it passed (for retest).
     last_unit: Vec<Option<(String, bool)>>,
 }
@@ -171,7 +170,6 @@ impl Supervisor {
             totals: Totals::default(),
             units_seen: HashSet::new(),
             units_passed: HashSet::new(),
-            attempts_by_unit: Default::default(),
             last_unit: vec![None; station.slots.len()],
         }));
         let recipe_name = recipe_name(&production.recipe_path, &production.recipe.sku);
@@ -487,12 +485,8 @@ async fn run_unit(ctx: &SlotCtx, prog: &mut Option<Box<dyn Programmer>>, serial:
             return Some(msg);
         }
     };
-    let attempt_no = {
-        let mut sh = ctx.shared.lock().unwrap();
-        let n = sh.attempts_by_unit.entry(serial.to_string()).or_insert(0);
-        *n += 1;
-        *n
-    };
+    // The unit's attempt number across stations and restarts, as the record has it.
+    let attempt_no = ctx.db.attempt_no(attempt_id).await.map(|n| n as i64).unwrap_or(0);
     let _ = ctx.events.send(StationEvent::JobStarted { slot: ctx.slot.name.clone(), serial: serial.to_string(), attempt: attempt_no, attempt_id: attempt_id.0 });
 
     // Plan: the production image, plus this unit's serial number when the recipe writes one.
