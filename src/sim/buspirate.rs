@@ -28,11 +28,11 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::isp;
 use crate::sim::pty::Pty;
+use crate::sim::serving::Serving;
 use crate::sim::target::SimTarget;
 
 /// SPI clock for each `01100xxx` speed code (Bus Pirate v3).
@@ -78,10 +78,8 @@ const BANNER_V5: &str = "RESET\r\n\r\nBus Pirate v3.b\r\nFirmware v5.10 (r559)  
 /// A running Bus Pirate emulator. Dropping it stops the thread and closes the pty.
 pub struct BusPirateEmulator {
     path: PathBuf,
-    target: Arc<Mutex<SimTarget>>,
     stats: Arc<BusPirateStats>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    serving: Serving,
 }
 
 impl BusPirateEmulator {
@@ -92,12 +90,10 @@ impl BusPirateEmulator {
         }
         let pty = Pty::open()?;
         let path = pty.path.clone();
-        let target = Arc::new(Mutex::new(target));
         let stats = Arc::new(BusPirateStats::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let wire = Wire::new(pty, &opts, stop.clone(), stats.clone());
-        let t = target.clone();
-        let thread = std::thread::Builder::new().name("buspirate".into()).spawn(move || {
+        let wire_stats = stats.clone();
+        let serving = Serving::spawn("buspirate".into(), target, move |t, stop| {
+            let wire = Wire::new(pty, &opts, stop, wire_stats);
             let mut fw = Firmware::new(wire, t, opts.firmware);
             match fw.run() {
                 Err(Halt::Stopped) | Ok(()) => tracing::debug!("bus pirate emulator stopped"),
@@ -105,7 +101,7 @@ impl BusPirateEmulator {
                 Err(Halt::Io(e)) => tracing::warn!("bus pirate emulator: pty error: {e}"),
             }
         })?;
-        Ok(BusPirateEmulator { path, target, stats, stop, thread: Some(thread) })
+        Ok(BusPirateEmulator { path, stats, serving })
     }
 
     /// The pty slave path the host opens.
@@ -115,7 +111,7 @@ impl BusPirateEmulator {
 
     /// The simulated target; hold the guard briefly.
     pub fn target(&self) -> MutexGuard<'_, SimTarget> {
-        self.target.lock().unwrap_or_else(|p| p.into_inner())
+        self.serving.target()
     }
 
     pub fn stats(&self) -> &BusPirateStats {
@@ -124,24 +120,12 @@ impl BusPirateEmulator {
 
     /// Whether the emulator still serves (false after an `unplug` fault fired).
     pub fn is_serving(&self) -> bool {
-        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+        self.serving.is_serving()
     }
 
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for BusPirateEmulator {
-    fn drop(&mut self) {
-        self.shutdown();
+    /// Stop serving and close the pty (the same as dropping it).
+    pub fn stop(self) {
+        drop(self)
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod buspirate;
 pub mod pty;
+pub mod serving;
 pub mod stk500;
 pub mod target;
 pub mod usb;

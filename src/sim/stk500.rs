@@ -38,7 +38,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
@@ -48,6 +47,7 @@ use crate::isp;
 use crate::part::{FuseKind, Part};
 use crate::programmer::stk500::wire as stk;
 use crate::sim::pty::Pty;
+use crate::sim::serving::Serving;
 use crate::sim::target::{Fault, SimTarget};
 
 /// Which firmware the emulator answers as.
@@ -125,10 +125,8 @@ pub const OPTIBOOT_HIGH_FUSE: u8 = 0xDE;
 /// A running STK500v1 emulator. Dropping it stops the emulator thread and closes the pty.
 pub struct Stk500Emulator {
     path: PathBuf,
-    target: Arc<Mutex<SimTarget>>,
     stats: Arc<EmulatorStats>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    serving: Serving,
     mode: Stk500Mode,
 }
 
@@ -145,28 +143,24 @@ impl Stk500Emulator {
         }
         let pty = Pty::open()?;
         let path = pty.path.clone();
-        let target = Arc::new(Mutex::new(target));
         let stats = Arc::new(EmulatorStats::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let line = Line::new(pty, opts.baud, opts.line_timing, stop.clone(), stats.clone());
-        let worker_target = target.clone();
+        let line_stats = stats.clone();
         let mode = opts.mode;
-        let thread = std::thread::Builder::new()
-            .name(format!("stk500-{}", mode.name()))
-            .spawn(move || {
-                let mut fw = Firmware::new(line, worker_target);
-                let end = match mode {
-                    Stk500Mode::Avrisp => fw.run_arduinoisp(),
-                    Stk500Mode::Arduino => fw.run_optiboot(),
-                };
-                match end {
-                    Halt::Stopped => tracing::debug!("stk500 emulator stopped"),
-                    Halt::Unplugged => tracing::info!("stk500 emulator: programmer unplugged (fault)"),
-                    Halt::Io(e) => tracing::warn!("stk500 emulator: pty error: {e}"),
-                }
-                // Dropping `fw` closes the pty master and our slave fd: the device vanishes.
-            })?;
-        Ok(Stk500Emulator { path, target, stats, stop, thread: Some(thread), mode })
+        let serving = Serving::spawn(format!("stk500-{}", mode.name()), target, move |worker_target, stop| {
+            let line = Line::new(pty, opts.baud, opts.line_timing, stop, line_stats);
+            let mut fw = Firmware::new(line, worker_target);
+            let end = match mode {
+                Stk500Mode::Avrisp => fw.run_arduinoisp(),
+                Stk500Mode::Arduino => fw.run_optiboot(),
+            };
+            match end {
+                Halt::Stopped => tracing::debug!("stk500 emulator stopped"),
+                Halt::Unplugged => tracing::info!("stk500 emulator: programmer unplugged (fault)"),
+                Halt::Io(e) => tracing::warn!("stk500 emulator: pty error: {e}"),
+            }
+            // Dropping `fw` closes the pty master and our slave fd: the device vanishes.
+        })?;
+        Ok(Stk500Emulator { path, stats, serving, mode })
     }
 
     /// The pty slave path the host opens (`/dev/pts/N`).
@@ -181,7 +175,7 @@ impl Stk500Emulator {
     /// The simulated target, for inspection (memory, fuses, stats) between host sessions.
     /// Hold the guard briefly: the emulator thread locks it for every command.
     pub fn target(&self) -> MutexGuard<'_, SimTarget> {
-        self.target.lock().unwrap_or_else(|p| p.into_inner())
+        self.serving.target()
     }
 
     pub fn stats(&self) -> &EmulatorStats {
@@ -190,25 +184,12 @@ impl Stk500Emulator {
 
     /// Whether the emulator thread is still serving (false after an `unplug` fault fired).
     pub fn is_serving(&self) -> bool {
-        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+        self.serving.is_serving()
     }
 
-    /// Stop serving and close the pty.
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Stk500Emulator {
-    fn drop(&mut self) {
-        self.shutdown();
+    /// Stop serving and close the pty (the same as dropping it).
+    pub fn stop(self) {
+        drop(self)
     }
 }
 
