@@ -148,6 +148,13 @@ pub trait Programmer: Send {
         true
     }
 
+    /// Wait out a self-timed write of the target (`us` microseconds, a part delay). Drivers
+    /// whose transport keeps its own clock (the USB emulators' modelled time) override this;
+    /// the default sleeps.
+    async fn wait_us(&mut self, us: u32) {
+        delay_us(us).await
+    }
+
     /// Largest read block the protocol handles well (the job reads in chunks of this size).
     fn read_block_size(&self) -> usize {
         256
@@ -226,7 +233,7 @@ pub trait Programmer: Send {
             return Err(ProgError::new(FailureClass::Config, format!("{} has no {kind} fuse", part.name)));
         }
         self.spi(isp::write_fuse(kind, value)).await?;
-        delay_us(part.delays.fuse_us).await;
+        self.wait_us(part.delays.fuse_us).await;
         Ok(())
     }
 
@@ -236,7 +243,7 @@ pub trait Programmer: Send {
 
     async fn write_lock(&mut self, part: &'static Part, value: u8) -> ProgResult<()> {
         self.spi(isp::write_lock(part, value)).await?;
-        delay_us(part.delays.fuse_us).await;
+        self.wait_us(part.delays.fuse_us).await;
         Ok(())
     }
 }

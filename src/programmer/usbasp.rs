@@ -267,19 +267,8 @@ impl<T: UsbTransport> Programmer for Usbasp<T> {
         Ok(())
     }
 
-    async fn write_fuse(&mut self, part: &'static Part, kind: crate::part::FuseKind, value: u8) -> ProgResult<()> {
-        if part.fuse_masks.get(kind).is_none() {
-            return Err(ProgError::new(FailureClass::Config, format!("{} has no {kind} fuse", part.name)));
-        }
-        self.spi(isp::write_fuse(kind, value)).await?;
-        self.usb.delay(Duration::from_micros(part.delays.fuse_us as u64)).await;
-        Ok(())
-    }
-
-    async fn write_lock(&mut self, part: &'static Part, value: u8) -> ProgResult<()> {
-        self.spi(isp::write_lock(part, value)).await?;
-        self.usb.delay(Duration::from_micros(part.delays.fuse_us as u64)).await;
-        Ok(())
+    async fn wait_us(&mut self, us: u32) {
+        self.usb.delay(Duration::from_micros(us as u64)).await;
     }
 
     async fn close(&mut self) -> ProgResult<()> {

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 
 use crate::error::{FailureClass, ProgError, ProgResult};
 use crate::isp::{self, Cmd};
-use crate::part::{FuseKind, Part};
+use crate::part::Part;
 use crate::programmer::usb::UsbTransport;
 use crate::programmer::{Programmer, ProgrammerInfo, ProgrammerKind};
 
@@ -232,19 +232,8 @@ impl<T: UsbTransport> Programmer for Usbtiny<T> {
         Ok(())
     }
 
-    async fn write_fuse(&mut self, part: &'static Part, kind: FuseKind, value: u8) -> ProgResult<()> {
-        if part.fuse_masks.get(kind).is_none() {
-            return Err(ProgError::new(FailureClass::Config, format!("{} has no {kind} fuse", part.name)));
-        }
-        self.spi(isp::write_fuse(kind, value)).await?;
-        self.usb.delay(Duration::from_micros(part.delays.fuse_us as u64)).await;
-        Ok(())
-    }
-
-    async fn write_lock(&mut self, part: &'static Part, value: u8) -> ProgResult<()> {
-        self.spi(isp::write_lock(part, value)).await?;
-        self.usb.delay(Duration::from_micros(part.delays.fuse_us as u64)).await;
-        Ok(())
+    async fn wait_us(&mut self, us: u32) {
+        self.usb.delay(Duration::from_micros(us as u64)).await;
     }
 
     async fn close(&mut self) -> ProgResult<()> {
