@@ -172,7 +172,7 @@ pub trait Programmer: Send {
     /// Chip erase, waiting the part's erase delay.
     async fn chip_erase(&mut self, part: &'static Part) -> ProgResult<()> {
         self.spi(isp::CHIP_ERASE).await?;
-        delay_us(part.delays.chip_erase_us).await;
+        self.wait_us(part.delays.chip_erase_us).await;
         Ok(())
     }
 
@@ -186,7 +186,7 @@ pub trait Programmer: Send {
             self.spi(isp::load_page(addr + i as u32, *b)).await?;
         }
         self.spi(isp::write_page(addr)).await?;
-        delay_us(part.delays.flash_page_us).await;
+        self.wait_us(part.delays.flash_page_us).await;
         Ok(())
     }
 
@@ -204,7 +204,7 @@ pub trait Programmer: Send {
     async fn write_eeprom(&mut self, part: &'static Part, addr: u32, data: &[u8]) -> ProgResult<()> {
         for (i, b) in data.iter().enumerate() {
             self.spi(isp::write_eeprom(addr + i as u32, *b)).await?;
-            delay_us(part.delays.eeprom_us).await;
+            self.wait_us(part.delays.eeprom_us).await;
         }
         Ok(())
     }

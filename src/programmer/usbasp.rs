@@ -214,12 +214,6 @@ impl<T: UsbTransport> Programmer for Usbasp<T> {
         std::mem::take(&mut self.notes)
     }
 
-    async fn chip_erase(&mut self, part: &'static Part) -> ProgResult<()> {
-        self.spi(isp::CHIP_ERASE).await?;
-        self.usb.delay(Duration::from_micros(part.delays.chip_erase_us as u64)).await;
-        Ok(())
-    }
-
     async fn write_flash_page(&mut self, part: &'static Part, addr: u32, data: &[u8]) -> ProgResult<()> {
         let page = part.flash_page_size as usize;
         if data.len() != page || addr % part.flash_page_size != 0 {
@@ -257,14 +251,6 @@ impl<T: UsbTransport> Programmer for Usbasp<T> {
 
     async fn read_eeprom(&mut self, _part: &'static Part, addr: u32, len: usize) -> ProgResult<Vec<u8>> {
         self.read_block(req::READEEPROM, addr, len).await
-    }
-
-    async fn write_eeprom(&mut self, part: &'static Part, addr: u32, data: &[u8]) -> ProgResult<()> {
-        for (i, b) in data.iter().enumerate() {
-            self.spi(isp::write_eeprom(addr + i as u32, *b)).await?;
-            self.usb.delay(Duration::from_micros(part.delays.eeprom_us as u64)).await;
-        }
-        Ok(())
     }
 
     async fn wait_us(&mut self, us: u32) {

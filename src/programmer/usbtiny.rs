@@ -187,12 +187,6 @@ impl<T: UsbTransport> Programmer for Usbtiny<T> {
         std::mem::take(&mut self.notes)
     }
 
-    async fn chip_erase(&mut self, part: &'static Part) -> ProgResult<()> {
-        self.spi(isp::CHIP_ERASE).await?;
-        self.usb.delay(Duration::from_micros(part.delays.chip_erase_us as u64)).await;
-        Ok(())
-    }
-
     async fn write_flash_page(&mut self, part: &'static Part, addr: u32, data: &[u8]) -> ProgResult<()> {
         if part.flash_size > 0x20000 {
             self.spi(isp::load_extended_address(addr)).await?;
@@ -222,14 +216,6 @@ impl<T: UsbTransport> Programmer for Usbtiny<T> {
 
     async fn read_eeprom(&mut self, _part: &'static Part, addr: u32, len: usize) -> ProgResult<Vec<u8>> {
         self.chunked_read(req::EEPROM_READ, addr, len).await
-    }
-
-    async fn write_eeprom(&mut self, part: &'static Part, addr: u32, data: &[u8]) -> ProgResult<()> {
-        for (i, b) in data.iter().enumerate() {
-            self.spi(isp::write_eeprom(addr + i as u32, *b)).await?;
-            self.usb.delay(Duration::from_micros(part.delays.eeprom_us as u64)).await;
-        }
-        Ok(())
     }
 
     async fn wait_us(&mut self, us: u32) {
