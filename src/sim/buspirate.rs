@@ -23,8 +23,8 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use crate::isp;
 use crate::sim::pty::Pty;
+use crate::sim::pty::{read_host, HostRead};
 use crate::sim::serving::Serving;
 use crate::sim::target::SimTarget;
 
@@ -177,58 +178,22 @@ impl Wire {
 
     /// Wait up to `limit` for host bytes; returns whether any arrived.
     fn fill_for(&mut self, limit: Duration) -> Result<bool, Halt> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if self.stop.load(Ordering::SeqCst) {
-                return Err(Halt::Stopped);
+        let mut buf = [0u8; 4096];
+        let n = match read_host(&mut self.master, &mut buf, Instant::now() + limit, &self.stop).map_err(Halt::Io)? {
+            HostRead::Bytes(n) => n,
+            HostRead::TimedOut => return Ok(false),
+            HostRead::Stopped => return Err(Halt::Stopped),
+        };
+        self.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut t = now.max(self.rx.back().map(|b| b.1).unwrap_or(now));
+        for &b in &buf[..n] {
+            if self.timing {
+                t += self.byte_time;
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(false);
-            }
-            let mut pfd = nix::libc::pollfd { fd: self.master.as_raw_fd(), events: nix::libc::POLLIN, revents: 0 };
-            // SAFETY: one valid pollfd for an fd we own, for the duration of the call.
-            let rc = unsafe { nix::libc::poll(&mut pfd, 1, left.as_millis().clamp(1, 100) as i32) };
-            if rc < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(Halt::Io(e));
-            }
-            if rc == 0 {
-                continue;
-            }
-            if pfd.revents & nix::libc::POLLIN == 0 {
-                // No host has the tty open.
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
-            let mut buf = [0u8; 4096];
-            let n = match self.master.read(&mut buf) {
-                Ok(0) => {
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
-                Ok(n) => n,
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock) => continue,
-                Err(e) if e.raw_os_error() == Some(nix::libc::EIO) => {
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
-                Err(e) => return Err(Halt::Io(e)),
-            };
-            self.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-            let now = Instant::now();
-            let mut t = now.max(self.rx.back().map(|b| b.1).unwrap_or(now));
-            for &b in &buf[..n] {
-                if self.timing {
-                    t += self.byte_time;
-                }
-                self.rx.push_back((b, t));
-            }
-            return Ok(true);
+            self.rx.push_back((b, t));
         }
+        Ok(true)
     }
 
     /// Next byte if one arrives within `wait`.

@@ -37,6 +37,65 @@ impl Pty {
     }
 }
 
+/// What [`read_host`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostRead {
+    /// This many bytes were read into the buffer.
+    Bytes(usize),
+    /// Nothing arrived before the deadline.
+    TimedOut,
+    /// The stop flag was raised.
+    Stopped,
+}
+
+/// Read whatever the host sends on the master side of a pty, waiting until `deadline` (in
+/// slices of at most 100 ms so `stop` is noticed). A moment with no host holding the tty open
+/// (hang-up, EIO, zero-length read) is not an error: the emulator keeps serving the next host.
+pub fn read_host(
+    master: &mut File,
+    buf: &mut [u8],
+    deadline: std::time::Instant,
+    stop: &std::sync::atomic::AtomicBool,
+) -> std::io::Result<HostRead> {
+    use std::io::{ErrorKind, Read};
+    use std::time::{Duration, Instant};
+    let idle = || std::thread::sleep(Duration::from_millis(10));
+    loop {
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(HostRead::Stopped);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(HostRead::TimedOut);
+        }
+        let mut pfd = nix::libc::pollfd { fd: master.as_raw_fd(), events: nix::libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd for an fd we own, for the duration of the call.
+        let rc = unsafe { nix::libc::poll(&mut pfd, 1, left.as_millis().clamp(1, 100) as i32) };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if rc == 0 {
+            continue;
+        }
+        if pfd.revents & nix::libc::POLLIN == 0 {
+            // POLLHUP without data: no host has the tty open right now.
+            idle();
+            continue;
+        }
+        match master.read(buf) {
+            Ok(0) => idle(),
+            Ok(n) => return Ok(HostRead::Bytes(n)),
+            Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::WouldBlock) => {}
+            Err(e) if e.raw_os_error() == Some(nix::libc::EIO) => idle(),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

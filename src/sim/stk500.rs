@@ -33,7 +33,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -47,6 +47,7 @@ use crate::isp;
 use crate::part::{FuseKind, Part};
 use crate::programmer::stk500::wire as stk;
 use crate::sim::pty::Pty;
+use crate::sim::pty::{read_host, HostRead};
 use crate::sim::serving::Serving;
 use crate::sim::target::{Fault, SimTarget};
 
@@ -272,46 +273,12 @@ impl Line {
         }
         let deadline = Instant::now() + timeout;
         loop {
-            if self.stop.load(Ordering::SeqCst) {
-                return Err(Halt::Stopped);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(false);
-            }
-            let slice = left.min(Duration::from_millis(100));
-            let mut pfd = nix::libc::pollfd { fd: self.master.as_raw_fd(), events: nix::libc::POLLIN, revents: 0 };
-            // SAFETY: one valid pollfd for an fd we own, for the duration of the call.
-            let rc = unsafe { nix::libc::poll(&mut pfd, 1, slice.as_millis().max(1) as i32) };
-            if rc < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(Halt::Io(e));
-            }
-            if rc == 0 {
-                continue;
-            }
-            if pfd.revents & nix::libc::POLLIN == 0 {
-                // POLLHUP without data: no host has the tty open right now.
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
             let mut buf = [0u8; 4096];
-            let n = match self.master.read(&mut buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted || e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) if e.raw_os_error() == Some(nix::libc::EIO) => {
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
-                Err(e) => return Err(Halt::Io(e)),
+            let n = match read_host(&mut self.master, &mut buf, deadline, &self.stop).map_err(Halt::Io)? {
+                HostRead::Bytes(n) => n,
+                HostRead::TimedOut => return Ok(false),
+                HostRead::Stopped => return Err(Halt::Stopped),
             };
-            if n == 0 {
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
             self.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
             if let Some(host) = self.host_baud() {
                 if host != self.baud {
@@ -907,6 +874,7 @@ impl Drop for Line {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
     use crate::part;
     use crate::sim::SimOptions;
 
