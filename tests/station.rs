@@ -282,3 +282,39 @@ fn bad_station_file_is_a_config_error_naming_the_line() {
     assert!(err.contains("station.yaml") && err.contains("line 3") && err.contains("faultt"), "{err}");
 }
 
+
+async fn wait_attempts(sup: &Supervisor, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sup.totals().attempts < n {
+        assert!(Instant::now() < deadline, "only {} of {n} attempts finished", sup.totals().attempts);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_totals_count_units_from_the_records_and_restart_with_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let y = "station: totals\nslots:\n  - { name: BAD, programmer: sim, fault: no-target }\n  - { name: GOOD, programmer: sim }\n";
+    let (sup, db, _) = start(dir.path(), station_yaml(dir.path(), y)).await;
+    // A: fail then pass (counts as passed); B: pass then fail (no longer counts as passed).
+    let steps = [("BAD:PL4-000001", 1), ("GOOD:PL4-000001", 2), ("GOOD:PL4-000002", 3), ("BAD:PL4-000002", 4)];
+    let mut seen = Vec::new();
+    for (scan, n) in steps {
+        assert!(matches!(sup.submit(scan).await, Submit::Queued { .. }), "{scan}");
+        wait_attempts(&sup, n).await;
+        let t = sup.totals();
+        seen.push((t.units, t.units_passed));
+    }
+    assert_eq!(seen, vec![(1, 0), (1, 1), (2, 2), (2, 1)]);
+    sup.finish().await;
+    drop(db);
+
+    // A new session on the same records counts only what it sees.
+    let (sup, _db, _) = start(dir.path(), station_yaml(dir.path(), y)).await;
+    assert_eq!((sup.totals().units, sup.totals().units_passed), (0, 0));
+    assert!(matches!(sup.submit("GOOD:PL4-000002").await, Submit::Queued { .. }));
+    wait_attempts(&sup, 1).await;
+    let t = sup.finish().await;
+    assert_eq!((t.attempts, t.units, t.units_passed), (1, 1, 1));
+    assert_eq!(sql(&dir.path().join("line.db"), "select count(*) from attempts"), "5");
+}

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
-use super::{parse_ts, with_pool, AttemptId, AttemptRecord, AttemptResult, Ctx, Db, DbError, Result, StepRecord, UnitHistory};
+use chrono::{DateTime, Utc};
+
+use super::{format_ts, parse_ts, with_pool, AttemptId, AttemptRecord, AttemptResult, Ctx, Db, DbError, Result, StepRecord, UnitHistory};
 
 const ATTEMPTS_SQL: &str = "
 SELECT a.id, a.attempt_no, r.name AS recipe, r.sku, r.sha256 AS recipe_sha256, a.image_sha256,
@@ -39,6 +41,34 @@ impl Db {
                 .await
                 .ctx("attempt number")?;
             nonneg("attempt number", n)
+        })
+    }
+
+    /// The result of the latest *finished* attempt of the same unit on the same station that
+    /// started at or after `since` and before attempt `id` — `None` when attempt `id` is the
+    /// unit's first on this station since then. The station's session totals count distinct
+    /// units from this, so the station keeps no per-unit state of its own (the records are it).
+    pub async fn previous_result_since(&self, id: AttemptId, since: DateTime<Utc>) -> Result<Option<AttemptResult>> {
+        let since = format_ts(since);
+        with_pool!(self, |p| {
+            let r: Option<String> = sqlx::query_scalar(
+                "SELECT prev.result FROM attempts a
+                 JOIN attempts prev ON prev.unit_id = a.unit_id AND prev.station_id = a.station_id
+                                   AND prev.attempt_no < a.attempt_no
+                 WHERE a.id = $1 AND prev.started_at >= $2 AND prev.result <> 'running'
+                 ORDER BY prev.attempt_no DESC LIMIT 1",
+            )
+            .bind(id.0)
+            .bind(since)
+            .fetch_optional(p)
+            .await
+            .ctx("previous attempt in this session")?;
+            match r {
+                None => Ok(None),
+                Some(s) => AttemptResult::parse(&s)
+                    .map(Some)
+                    .ok_or_else(|| DbError::Invalid(format!("stored attempt result '{s}' is not one flashline writes"))),
+            }
         })
     }
 

@@ -128,8 +128,6 @@ struct Shared {
     status: Vec<SlotStatus>,
     in_progress: HashSet<String>,
     totals: Totals,
-    units_seen: HashSet<String>,
-    units_passed: HashSet<String>,
     /// Per slot: the last unit that finished there and whether it passed (for retest).
     last_unit: Vec<Option<(String, bool)>>,
 }
@@ -168,8 +166,6 @@ impl Supervisor {
             status: vec![SlotStatus::Idle; station.slots.len()],
             in_progress: HashSet::new(),
             totals: Totals::default(),
-            units_seen: HashSet::new(),
-            units_passed: HashSet::new(),
             last_unit: vec![None; station.slots.len()],
         }));
         let recipe_name = recipe_name(&production.recipe_path, &production.recipe.sku);
@@ -182,6 +178,7 @@ impl Supervisor {
             slots: station.slots.iter().map(|s| s.name.clone()).collect(),
         });
 
+        let session_started = Utc::now();
         let mut senders = Vec::new();
         let mut tasks = Vec::new();
         for (idx, slot) in station.slots.iter().enumerate() {
@@ -198,6 +195,7 @@ impl Supervisor {
                 changed: changed_tx.clone(),
                 operator: operator.clone(),
                 recipe_name: recipe_name.clone(),
+                session_started,
             };
             tasks.push(tokio::spawn(slot_task(ctx, rx)));
         }
@@ -369,6 +367,8 @@ struct SlotCtx {
     changed: Arc<watch::Sender<u64>>,
     operator: String,
     recipe_name: String,
+    /// When this session began: totals count the units whose attempts started since.
+    session_started: chrono::DateTime<Utc>,
 }
 
 impl SlotCtx {
@@ -632,6 +632,16 @@ async fn run_unit(ctx: &SlotCtx, prog: &mut Option<Box<dyn Programmer>>, serial:
         return Some(msg);
     }
 
+    // Distinct units and units whose latest attempt passed, from the records: the unit's
+    // previous finished attempt on this station in this session (if any) says whether it is
+    // new and whether it was counted as passed. No per-unit set grows in memory.
+    let previous = match ctx.db.previous_result_since(attempt_id, ctx.session_started).await {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(error = %e, serial, "session totals: could not read the unit's previous attempt; unit counts skip this one");
+            None
+        }
+    };
     let totals = {
         let mut sh = ctx.shared.lock().unwrap();
         let t = &mut sh.totals;
@@ -641,14 +651,17 @@ async fn run_unit(ctx: &SlotCtx, prog: &mut Option<Box<dyn Programmer>>, serial:
             JobResult::Fail => t.failed += 1,
             JobResult::Error => t.errors += 1,
         }
-        sh.units_seen.insert(serial.to_string());
-        if passed {
-            sh.units_passed.insert(serial.to_string());
-        } else {
-            sh.units_passed.remove(serial);
+        if let Some(previous) = previous {
+            let was_passed = previous == Some(AttemptResult::Pass);
+            if previous.is_none() {
+                t.units += 1;
+            }
+            match (was_passed, passed) {
+                (false, true) => t.units_passed += 1,
+                (true, false) => t.units_passed = t.units_passed.saturating_sub(1),
+                _ => {}
+            }
         }
-        sh.totals.units = sh.units_seen.len() as u64;
-        sh.totals.units_passed = sh.units_passed.len() as u64;
         if let Some(l) = sh.last_unit.get_mut(ctx.idx) {
             *l = Some((serial.to_string(), passed));
         }
