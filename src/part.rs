@@ -99,7 +99,8 @@ pub struct ClockRange {
     pub description: &'static str,
 }
 
-/// Write and erase delays, in microseconds (avrdude.conf `min_write_delay`, `chip_erase_delay`).
+/// Write and erase delays, in microseconds: the datasheet's serial-programming wait delays
+/// (tWD_*), which avrdude.conf's `min_write_delay` / `chip_erase_delay` mostly repeat.
 #[derive(Debug, Clone, Copy)]
 pub struct Delays {
     pub flash_page_us: u32,
@@ -389,7 +390,11 @@ static M32A_CLOCKS: [ClockRange; 5] = [
 // The catalog
 // ---------------------------------------------------------------------------------------------
 
-const USB_DELAYS: Delays = Delays { flash_page_us: 4500, eeprom_us: 9000, chip_erase_us: 9000, fuse_us: 9000 };
+/// The USB AVRs' serial-programming wait delays: the datasheets' "Minimum Wait Delay Before
+/// Writing the Next Flash or EEPROM Location" table (tWD_FUSE 4.5 ms, tWD_FLASH 4.5 ms,
+/// tWD_EEPROM 9.0 ms, tWD_ERASE 9.0 ms). avrdude.conf gives fuses 9 ms (its generic value);
+/// the simulated target follows the datasheet.
+const USB_DELAYS: Delays = Delays { flash_page_us: 4500, eeprom_us: 9000, chip_erase_us: 9000, fuse_us: 4500 };
 
 /// Every part flashline knows. Data only: add a part by adding a row.
 pub static PARTS: &[Part] = &[

@@ -30,7 +30,7 @@ async fn tiles(c: &Client) -> Vec<Value> {
     let v = c
         .execute(
             "return [...document.querySelectorAll('#tiles .tile')].map(t => ({
-                slot: t.querySelector('.slot').textContent, state: t.dataset.state,
+                slot: t.querySelector('.slot').textContent, state: t.dataset.state, prog: t.querySelector('.prog').textContent,
                 badge: t.querySelector('.badge').textContent, serial: t.querySelector('.serial').textContent,
                 serialHtml: t.querySelector('.serial').innerHTML, children: t.querySelector('.serial').children.length,
                 message: t.querySelector('.message').textContent, hint: t.querySelector('.hint').textContent,
@@ -124,6 +124,7 @@ async fn scans_in_the_browser_turn_tiles_pass_fail_and_totals_match_the_records(
     let s1 = wait_state(&c, "S1", &["pass"], 90).await;
     assert_eq!(s1["badge"], "PASS");
     assert_eq!(s1["serial"], "PL4-000001");
+    assert_eq!(s1["prog"], "sim:S1", "the tile names its programmer");
     assert_eq!(s1["retest"], false);
     let s3 = wait_state(&c, "S3", &["fail"], 90).await;
     assert_eq!(s3["badge"], "FAIL");

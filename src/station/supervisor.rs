@@ -130,6 +130,8 @@ struct Shared {
     totals: Totals,
     /// Per slot: the last unit that finished there and whether it passed (for retest).
     last_unit: Vec<Option<(String, bool)>>,
+    /// Per slot: the identity of its programmer, once it is online.
+    programmers: Vec<Option<String>>,
 }
 
 /// A running station.
@@ -167,6 +169,7 @@ impl Supervisor {
             in_progress: HashSet::new(),
             totals: Totals::default(),
             last_unit: vec![None; station.slots.len()],
+            programmers: vec![None; station.slots.len()],
         }));
         let recipe_name = recipe_name(&production.recipe_path, &production.recipe.sku);
         let _ = events.send(StationEvent::Started {
@@ -222,6 +225,12 @@ impl Supervisor {
     pub fn slot_status(&self) -> Vec<(String, SlotStatus)> {
         let sh = self.shared.lock().unwrap();
         self.station.slots.iter().map(|s| s.name.clone()).zip(sh.status.iter().cloned()).collect()
+    }
+
+    /// Each slot's programmer identity (`None` until it is online).
+    pub fn slot_programmers(&self) -> Vec<(String, Option<String>)> {
+        let sh = self.shared.lock().unwrap();
+        self.station.slots.iter().map(|s| s.name.clone()).zip(sh.programmers.iter().cloned()).collect()
     }
 
     pub fn totals(&self) -> Totals {
@@ -372,6 +381,11 @@ struct SlotCtx {
 }
 
 impl SlotCtx {
+    fn online(&self, programmer: String) {
+        self.shared.lock().unwrap().programmers[self.idx] = Some(programmer.clone());
+        let _ = self.events.send(StationEvent::SlotOnline { slot: self.slot.name.clone(), programmer });
+    }
+
     fn set_status(&self, st: SlotStatus) {
         {
             let mut sh = self.shared.lock().unwrap();
@@ -417,13 +431,13 @@ async fn slot_task(ctx: SlotCtx, mut rx: mpsc::Receiver<Work>) {
     if ctx.slot.kind != ProgrammerKind::Sim {
         match programmer::open(&ctx.spec(SimOptions::default()), ctx.production.part).await {
             Ok(p) => {
-                let _ = ctx.events.send(StationEvent::SlotOnline { slot: ctx.slot.name.clone(), programmer: p.info().to_string() });
+                ctx.online(p.info().to_string());
                 prog = Some(p);
             }
             Err(e) => ctx.offline(e.message),
         }
     } else {
-        let _ = ctx.events.send(StationEvent::SlotOnline { slot: ctx.slot.name.clone(), programmer: format!("sim:{}", ctx.slot.name) });
+        ctx.online(format!("sim:{}", ctx.slot.name));
     }
     while let Some(work) = rx.recv().await {
         let serial = work.serial;

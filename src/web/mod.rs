@@ -140,12 +140,13 @@ impl Dashboard {
     pub async fn live(sup: Arc<Supervisor>, db: Db, operator: String, opts: WebOptions) -> Result<Dashboard, WebError> {
         let station = sup.station().name.clone();
         let p = sup.production();
+        let rx = sup.subscribe();
         let mut m = Model::live(&sup.slot_status());
+        m.set_programmers(&sup.slot_programmers());
         m.station = station.clone();
         m.sku = p.recipe.sku.clone();
         m.recipe = crate::station::supervisor::recipe_name(&p.recipe_path, &p.recipe.sku);
         m.operator = operator;
-        let rx = sup.subscribe();
         m.totals = sup.totals().into();
         let model = Arc::new(Mutex::new(m));
         let (tx, _) = broadcast::channel(4096);

@@ -130,6 +130,15 @@ impl Model {
         Model { mode: "live".into(), tiles, ..Default::default() }
     }
 
+    /// Fill in the programmer of each slot already online.
+    pub fn set_programmers(&mut self, programmers: &[(String, Option<String>)]) {
+        for (slot, p) in programmers {
+            if let (Some(t), Some(p)) = (self.tile(slot), p) {
+                t.programmer = Some(p.clone());
+            }
+        }
+    }
+
     fn tile(&mut self, slot: &str) -> Option<&mut Tile> {
         self.tiles.iter_mut().find(|t| t.slot == slot)
     }

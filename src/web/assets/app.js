@@ -126,6 +126,7 @@ function renderTile(t) {
   el.dataset.state = t.state;
   const q = (c) => el.querySelector(c);
   text(q(".slot"), t.slot);
+  text(q(".prog"), t.programmer || "");
   text(q(".badge"), BADGE[t.state] || t.state.toUpperCase());
   text(q(".serial"), t.serial || "");
   let step = "";
