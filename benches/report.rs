@@ -59,6 +59,9 @@ fn main() {
         } else {
             println!("reusing {} ({have} finished attempts)", path.display());
         }
+        // Time what the CLI does: `report` opens the file as a reader.
+        db.close().await;
+        let db = Db::connect_reader(&path_s).await.unwrap();
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         println!("database file: {:.0} MiB", size as f64 / 1048576.0);
         println!();

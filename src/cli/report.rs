@@ -25,7 +25,7 @@ impl DbArg {
         if !d.contains("://") && !d.starts_with("sqlite:") && !Path::new(d).exists() {
             anyhow::bail!("no records database at {d}: run a batch first, or point --db / FLASHLINE_DB at the station's database");
         }
-        Ok(Db::connect(d).await?)
+        Ok(Db::connect_reader(d).await?)
     }
 }
 

@@ -135,6 +135,9 @@ impl std::fmt::Debug for Db {
     }
 }
 
+/// How much of a SQLite file a reader maps (address space, not memory).
+const READER_MMAP_BYTES: u64 = 1 << 30;
+
 impl Db {
     /// Open (creating a SQLite file if missing) and bring the schema up to date.
     ///
@@ -142,6 +145,18 @@ impl Db {
     /// `postgres://` / `postgresql://` URL. SQLite runs in WAL mode with foreign keys on,
     /// `synchronous=FULL` (a committed result survives a power cut) and a busy timeout.
     pub async fn connect(url: &str) -> Result<Db> {
+        Self::open(url, false).await
+    }
+
+    /// As [`Db::connect`], for a process that mostly reads (reports, `unit`, `serve`): SQLite
+    /// files are also memory-mapped (`PRAGMA mmap_size`), so the index lookups of a report
+    /// over millions of rows read pages without a system call each. The station's writers do
+    /// not map the file (a disk read error there must be an error, not a signal).
+    pub async fn connect_reader(url: &str) -> Result<Db> {
+        Self::open(url, true).await
+    }
+
+    async fn open(url: &str, reader: bool) -> Result<Db> {
         let url = url.trim();
         if url.is_empty() {
             return Err(DbError::BadUrl { url: url.into(), reason: "empty database location".into() });
@@ -188,6 +203,7 @@ impl Db {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(LOCK_WAIT);
+        let opts = if reader { opts.pragma("mmap_size", READER_MMAP_BYTES.to_string()) } else { opts };
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(LOCK_WAIT)
