@@ -297,59 +297,69 @@ pub fn ids() -> Vec<&'static str> {
 // Fuse field tables
 // ---------------------------------------------------------------------------------------------
 
-const LOW_CKDIV_FIELDS: [FuseField; 4] = [
-    FuseField { name: "CKDIV8", fuse: FuseKind::Low, mask: 0x80, description: "divide clock by 8" },
-    FuseField { name: "CKOUT", fuse: FuseKind::Low, mask: 0x40, description: "clock output on CLKO pin" },
-    FuseField { name: "SUT", fuse: FuseKind::Low, mask: 0x30, description: "start-up time" },
-    FuseField { name: "CKSEL", fuse: FuseKind::Low, mask: 0x0F, description: "clock source select" },
-];
+const fn field(name: &'static str, fuse: FuseKind, mask: u8, description: &'static str) -> FuseField {
+    FuseField { name, fuse, mask, description }
+}
+
+// Fields that several parts share, bit for bit.
+const CKDIV8: FuseField = field("CKDIV8", FuseKind::Low, 0x80, "divide clock by 8");
+const CKOUT: FuseField = field("CKOUT", FuseKind::Low, 0x40, "clock output on CLKO pin");
+const SUT: FuseField = field("SUT", FuseKind::Low, 0x30, "start-up time");
+const CKSEL: FuseField = field("CKSEL", FuseKind::Low, 0x0F, "clock source select");
+const OCDEN: FuseField = field("OCDEN", FuseKind::High, 0x80, "on-chip debug enabled");
+const JTAGEN: FuseField = field("JTAGEN", FuseKind::High, 0x40, "JTAG interface enabled");
+const SPIEN: FuseField = field("SPIEN", FuseKind::High, 0x20, "serial (ISP) programming enabled");
+const WDTON: FuseField = field("WDTON", FuseKind::High, 0x10, "watchdog always on");
+const EESAVE: FuseField = field("EESAVE", FuseKind::High, 0x08, "EEPROM preserved through chip erase");
+const BOOTSZ: FuseField = field("BOOTSZ", FuseKind::High, 0x06, "boot section size");
+const BOOTRST: FuseField = field("BOOTRST", FuseKind::High, 0x01, "reset vector at boot section");
 
 /// ATmega16U4/32U4 and AT90USB646/647/1286/1287 (datasheet tables "Fuse Low/High/Extended Byte").
 static USB_AVR_FIELDS: [FuseField; 13] = [
-    LOW_CKDIV_FIELDS[0],
-    LOW_CKDIV_FIELDS[1],
-    LOW_CKDIV_FIELDS[2],
-    LOW_CKDIV_FIELDS[3],
-    FuseField { name: "OCDEN", fuse: FuseKind::High, mask: 0x80, description: "on-chip debug enabled" },
-    FuseField { name: "JTAGEN", fuse: FuseKind::High, mask: 0x40, description: "JTAG interface enabled" },
-    FuseField { name: "SPIEN", fuse: FuseKind::High, mask: 0x20, description: "serial (ISP) programming enabled" },
-    FuseField { name: "WDTON", fuse: FuseKind::High, mask: 0x10, description: "watchdog always on" },
-    FuseField { name: "EESAVE", fuse: FuseKind::High, mask: 0x08, description: "EEPROM preserved through chip erase" },
-    FuseField { name: "BOOTSZ", fuse: FuseKind::High, mask: 0x06, description: "boot section size" },
-    FuseField { name: "BOOTRST", fuse: FuseKind::High, mask: 0x01, description: "reset vector at boot section" },
-    FuseField { name: "HWBE", fuse: FuseKind::Extended, mask: 0x08, description: "hardware boot (HWB pin) enabled" },
-    FuseField { name: "BODLEVEL", fuse: FuseKind::Extended, mask: 0x07, description: "brown-out detection level" },
+    CKDIV8,
+    CKOUT,
+    SUT,
+    CKSEL,
+    OCDEN,
+    JTAGEN,
+    SPIEN,
+    WDTON,
+    EESAVE,
+    BOOTSZ,
+    BOOTRST,
+    field("HWBE", FuseKind::Extended, 0x08, "hardware boot (HWB pin) enabled"),
+    field("BODLEVEL", FuseKind::Extended, 0x07, "brown-out detection level"),
 ];
 
 /// ATmega328P.
 static M328P_FIELDS: [FuseField; 12] = [
-    LOW_CKDIV_FIELDS[0],
-    LOW_CKDIV_FIELDS[1],
-    LOW_CKDIV_FIELDS[2],
-    LOW_CKDIV_FIELDS[3],
-    FuseField { name: "RSTDISBL", fuse: FuseKind::High, mask: 0x80, description: "external reset disabled (ISP impossible)" },
-    FuseField { name: "DWEN", fuse: FuseKind::High, mask: 0x40, description: "debugWIRE enabled (ISP impossible)" },
-    FuseField { name: "SPIEN", fuse: FuseKind::High, mask: 0x20, description: "serial (ISP) programming enabled" },
-    FuseField { name: "WDTON", fuse: FuseKind::High, mask: 0x10, description: "watchdog always on" },
-    FuseField { name: "EESAVE", fuse: FuseKind::High, mask: 0x08, description: "EEPROM preserved through chip erase" },
-    FuseField { name: "BOOTSZ", fuse: FuseKind::High, mask: 0x06, description: "boot section size" },
-    FuseField { name: "BOOTRST", fuse: FuseKind::High, mask: 0x01, description: "reset vector at boot section" },
-    FuseField { name: "BODLEVEL", fuse: FuseKind::Extended, mask: 0x07, description: "brown-out detection level" },
+    CKDIV8,
+    CKOUT,
+    SUT,
+    CKSEL,
+    field("RSTDISBL", FuseKind::High, 0x80, "external reset disabled (ISP impossible)"),
+    field("DWEN", FuseKind::High, 0x40, "debugWIRE enabled (ISP impossible)"),
+    SPIEN,
+    WDTON,
+    EESAVE,
+    BOOTSZ,
+    BOOTRST,
+    field("BODLEVEL", FuseKind::Extended, 0x07, "brown-out detection level"),
 ];
 
 /// ATmega32A.
 static M32A_FIELDS: [FuseField; 11] = [
-    FuseField { name: "BODLEVEL", fuse: FuseKind::Low, mask: 0x80, description: "brown-out level (programmed = 4.0 V, unprogrammed = 2.7 V)" },
-    FuseField { name: "BODEN", fuse: FuseKind::Low, mask: 0x40, description: "brown-out detection enabled" },
-    FuseField { name: "SUT", fuse: FuseKind::Low, mask: 0x30, description: "start-up time" },
-    FuseField { name: "CKSEL", fuse: FuseKind::Low, mask: 0x0F, description: "clock source select" },
-    FuseField { name: "OCDEN", fuse: FuseKind::High, mask: 0x80, description: "on-chip debug enabled" },
-    FuseField { name: "JTAGEN", fuse: FuseKind::High, mask: 0x40, description: "JTAG interface enabled" },
-    FuseField { name: "SPIEN", fuse: FuseKind::High, mask: 0x20, description: "serial (ISP) programming enabled" },
-    FuseField { name: "CKOPT", fuse: FuseKind::High, mask: 0x10, description: "oscillator options (full rail-to-rail swing)" },
-    FuseField { name: "EESAVE", fuse: FuseKind::High, mask: 0x08, description: "EEPROM preserved through chip erase" },
-    FuseField { name: "BOOTSZ", fuse: FuseKind::High, mask: 0x06, description: "boot section size" },
-    FuseField { name: "BOOTRST", fuse: FuseKind::High, mask: 0x01, description: "reset vector at boot section" },
+    field("BODLEVEL", FuseKind::Low, 0x80, "brown-out level (programmed = 4.0 V, unprogrammed = 2.7 V)"),
+    field("BODEN", FuseKind::Low, 0x40, "brown-out detection enabled"),
+    SUT,
+    CKSEL,
+    OCDEN,
+    JTAGEN,
+    SPIEN,
+    field("CKOPT", FuseKind::High, 0x10, "oscillator options (full rail-to-rail swing)"),
+    EESAVE,
+    BOOTSZ,
+    BOOTRST,
 ];
 
 // ---------------------------------------------------------------------------------------------

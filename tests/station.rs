@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use flashline::db::Db;
 use flashline::station::{SlotStatus, Station, Submit, Supervisor};
 
+mod support;
+use support::sql;
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -46,17 +49,6 @@ fn attempts(db_path: &Path) -> Vec<(String, i64, String, String, Option<String>)
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn sql(db_path: &Path, q: &str) -> String {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg("import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print('\\n'.join('|'.join(str(x) for x in r) for r in c.execute(sys.argv[2])))")
-        .arg(db_path)
-        .arg(q)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_slots_account_for_every_unit() {

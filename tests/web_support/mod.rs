@@ -10,6 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "../support/mod.rs"]
+mod support;
+pub use support::sql;
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -193,19 +197,6 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]
     let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
     let headers = lines.filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))).collect();
     Resp { status, headers, body: body.to_string() }
-}
-
-/// Rows of a query on the SQLite file (via Python's sqlite3), cells joined by '|'.
-pub fn sql(db_path: &Path, q: &str) -> String {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg("import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print('\\n'.join('|'.join(str(x) for x in r) for r in c.execute(sys.argv[2])))")
-        .arg(db_path)
-        .arg(q)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// Attempts of `station` by result: (pass, fail, error + interrupted, total, distinct units).
