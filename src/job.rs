@@ -238,7 +238,8 @@ pub struct JobReport {
 }
 
 impl JobReport {
-    fn new(programmer: ProgrammerInfo, part: &'static Part, verify: VerifyPolicy) -> Self {
+    /// An empty report (result `error` until a job fills it in).
+    pub fn new(programmer: ProgrammerInfo, part: &'static Part, verify: VerifyPolicy) -> Self {
         JobReport {
             programmer,
             part: part.id,

@@ -258,28 +258,7 @@ pub async fn run_job(spec: &ProgrammerSpec, opts: &AvrdudeOptions, plan: &JobPla
             _ => spec.name.clone(),
         },
     };
-    let mut report = JobReport {
-        programmer: info,
-        part: plan.part.id,
-        signature: None,
-        sck_hz: None,
-        fuses_before: FuseSet::default(),
-        lock_before: None,
-        fuses_after: FuseSet::default(),
-        lock_after: None,
-        verify: plan.verify,
-        bytes_written: 0,
-        pages_written: 0,
-        pages_skipped: 0,
-        bytes_verified: 0,
-        eeprom_bytes_written: 0,
-        steps: Vec::new(),
-        total_ms: 0,
-        result: JobResult::Error,
-        failure_class: None,
-        message: None,
-        notes: Vec::new(),
-    };
+    let mut report = JobReport::new(info, plan.part, plan.verify);
     on_event(JobEvent::StepStarted { step: Step::Program });
     let outcome = run(spec, opts, plan, &mut report).await;
     let ms = start.elapsed().as_millis() as u64;

@@ -112,3 +112,26 @@ mod tests {
         assert_eq!(buf, [0x30, 0x20, 0x0A, 0x0D], "raw mode: no CR/LF translation");
     }
 }
+
+/// Hand reply bytes to the host: sleep until `tx_done` (when a paced UART would have sent the
+/// last of them), count them, write them. Nobody holding the tty open (EIO) is not an error:
+/// a real UART transmits into the void.
+pub fn write_host(
+    master: &mut File,
+    bytes: &[u8],
+    tx_done: Option<std::time::Instant>,
+    bytes_out: &std::sync::atomic::AtomicU64,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(t) = tx_done {
+        let now = std::time::Instant::now();
+        if t > now {
+            std::thread::sleep(t - now);
+        }
+    }
+    bytes_out.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    match master.write_all(bytes) {
+        Err(e) if e.raw_os_error() != Some(nix::libc::EIO) => Err(e),
+        _ => Ok(()),
+    }
+}

@@ -33,7 +33,6 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -47,7 +46,7 @@ use crate::isp;
 use crate::part::{FuseKind, Part};
 use crate::programmer::stk500::wire as stk;
 use crate::sim::pty::Pty;
-use crate::sim::pty::{read_host, HostRead};
+use crate::sim::pty::{read_host, write_host, HostRead};
 use crate::sim::serving::Serving;
 use crate::sim::target::{Fault, SimTarget};
 
@@ -333,18 +332,9 @@ impl Line {
             self.caught_up();
             let start = Instant::now().max(self.tx_free);
             self.tx_free = start + self.byte_time * bytes.len() as u32;
-            let now = Instant::now();
-            if self.tx_free > now {
-                std::thread::sleep(self.tx_free - now);
-            }
         }
-        self.stats.bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        match self.master.write_all(bytes) {
-            Ok(()) => Ok(()),
-            // Nobody has the tty open: the bytes go nowhere, as on a real UART.
-            Err(e) if e.raw_os_error() == Some(nix::libc::EIO) => Ok(()),
-            Err(e) => Err(Halt::Io(e)),
-        }
+        let done = self.timing.then_some(self.tx_free);
+        write_host(&mut self.master, bytes, done, &self.stats.bytes_out).map_err(Halt::Io)
     }
 
     /// Drop everything until the host has been quiet for `quiet`.
