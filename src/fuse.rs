@@ -105,11 +105,21 @@ fn bodlevel(part: &Part, value: u8) -> String {
             0b100 => Some("4.3"),
             _ => None,
         },
+        // AT90USB64/128 datasheet Table 9-2: 110, 101 and 100 are reserved.
+        "at90usb646" | "at90usb647" | "at90usb1286" | "at90usb1287" => match value {
+            0b011 => Some("2.6"),
+            0b010 => Some("3.4"),
+            0b001 => Some("3.5"),
+            0b000 => Some("4.3"),
+            _ => None,
+        },
         _ => None,
     };
     match (volts, part.id) {
         (Some(v), _) => format!("brown-out detection at {v} V (typical)"),
-        (None, "atmega328p") => format!("reserved BODLEVEL code {value:03b}"),
+        (None, "atmega328p" | "at90usb646" | "at90usb647" | "at90usb1286" | "at90usb1287") => {
+            format!("reserved BODLEVEL code {value:03b}: do not use")
+        }
         (None, _) => format!("brown-out detection on, level code {value:03b} (see the datasheet's BODLEVEL table)"),
     }
 }
@@ -286,6 +296,17 @@ mod tests {
         assert!(get("BODLEVEL").meaning.contains("2.6 V"));
         assert!(get("HWBE").meaning.contains("yes"));
         assert_eq!(d.len(), p.fuse_fields.len());
+    }
+
+    #[test]
+    fn at90usb_bodlevel_follows_its_own_table() {
+        let p = part::find("at90usb1286").unwrap();
+        let bod = |e: u8| decode(p, FuseSet { low: Some(0x5E), high: Some(0x99), extended: Some(e) }).into_iter().find(|f| f.name == "BODLEVEL").unwrap().meaning;
+        assert!(bod(0xF3).contains("2.6 V"), "{}", bod(0xF3));
+        assert!(bod(0xF0).contains("4.3 V"), "{}", bod(0xF0));
+        assert!(bod(0xF7).contains("disabled"), "{}", bod(0xF7));
+        // 110 is 2.0 V on the 32U4 but reserved on the AT90USB64/128.
+        assert!(bod(0xF6).contains("reserved"), "{}", bod(0xF6));
     }
 
     #[test]

@@ -864,7 +864,7 @@ impl Drop for Line {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+    use std::io::{Read, Write};
     use crate::part;
     use crate::sim::SimOptions;
 
