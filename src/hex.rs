@@ -228,7 +228,7 @@ fn parse_record(line: &str) -> Result<Record, HexErrorKind> {
     if digits < 10 {
         return Err(HexErrorKind::TooShort { chars: digits });
     }
-    if digits % 2 != 0 {
+    if !digits.is_multiple_of(2) {
         return Err(HexErrorKind::OddDigits { chars: digits });
     }
     // Length before checksum: a cut or padded line is better described by its length.

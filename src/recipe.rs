@@ -179,7 +179,7 @@ pub struct SerialRenderError {
 impl SerialRule {
     /// Does a scanned barcode match `pattern` (always true without a pattern)?
     pub fn matches(&self, barcode: &str) -> bool {
-        self.pattern.as_ref().map_or(true, |r| r.is_match(barcode))
+        self.pattern.as_ref().is_none_or(|r| r.is_match(barcode))
     }
 
     /// The pattern as the recipe wrote it (without the added anchors).

@@ -91,7 +91,7 @@ fn avrdude_avrisp_writes_verifies_and_sets_fuses_on_the_emulator() {
 fn avrdude_reads_flash_back_as_the_target_holds_it() {
     let m = part("atmega32u4");
     let mut t = SimTarget::new(m, SimOptions::default());
-    let pattern: Vec<u8> = (0..m.flash_size).map(|i| (i * 7 ^ (i >> 9)) as u8).collect();
+    let pattern: Vec<u8> = (0..m.flash_size).map(|i| ((i * 7) ^ (i >> 9)) as u8).collect();
     t.preload_flash(0, &pattern);
     let emu = Stk500Emulator::spawn(t, EmulatorOptions::new(Stk500Mode::Avrisp)).unwrap();
     let dir = tempfile::tempdir().unwrap();

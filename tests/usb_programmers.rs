@@ -66,7 +66,7 @@ async fn usbasp_programs_verifies_and_sets_fuses_on_atmega32u4() {
     // One WRITEFLASH per written 128-byte page (the firmware's address auto-increments, so
     // SETLONGADDRESS only follows skipped pages), 254-byte reads for the full verify.
     let pages = r.pages_written as u64;
-    let reads = (r.bytes_verified as u64).div_ceil(254);
+    let reads = r.bytes_verified.div_ceil(254);
     assert!(s.transfers >= pages + reads, "{s:?}");
     assert!(s.transfers < pages + 2 * reads + 60, "no redundant transfers: {s:?} for {pages} pages");
     assert!(s.modelled > Duration::from_millis(pages), "modelled time covers every transfer");
@@ -109,7 +109,7 @@ async fn usbasp_at90usb1286_above_64k() {
     assert_eq!(r.result, JobResult::Pass, "{:?}", r.message);
     assert_eq!(r.signature.as_deref(), Some("1E9782"));
     let t = sim.target().await;
-    check_chip(&*t, part, &image);
+    check_chip(&t, part, &image);
     assert_ne!(&t.flash()[0x1E000..0x1E010], &[0xFF; 16][..], "bootloader landed above 64 KiB");
 }
 
@@ -148,7 +148,6 @@ async fn usbtiny_chunked_read_cannot_reach_above_64k() {
     let chunk = sim.control_in(usbtiny_req::FLASH_READ, 0, 0x1E000u32 as u16, 16, to).await.unwrap();
     assert_eq!(chunk, [0x12; 16]);
     // The driver reads the right bytes: chunks below 0x10000, single instructions above.
-    let mut sim = sim;
     {
         let mut t = sim.target().await;
         t.preload_flash(0xFFF8, &[0x34; 8]);

@@ -386,7 +386,7 @@ impl Programmer for BusPirate {
     }
 
     async fn read_flash(&mut self, part: &'static Part, addr: u32, len: usize) -> ProgResult<Vec<u8>> {
-        if !self.extended || addr % 2 != 0 {
+        if !self.extended || !addr.is_multiple_of(2) {
             let cmds: Vec<Cmd> = (addr..addr + len as u32).map(isp::read_flash).collect();
             let _ = part;
             return Ok(self.spi_batch(&cmds).await?.iter().map(|r| r[3]).collect());

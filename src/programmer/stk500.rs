@@ -446,7 +446,7 @@ impl Programmer for Stk500Programmer {
     }
 
     async fn write_flash_page(&mut self, part: &'static Part, addr: u32, data: &[u8]) -> ProgResult<()> {
-        if data.len() > wire::MAX_BLOCK || data.len() % 2 != 0 || addr % 2 != 0 {
+        if data.len() > wire::MAX_BLOCK || !data.len().is_multiple_of(2) || !addr.is_multiple_of(2) {
             return Err(ProgError::new(FailureClass::Internal, format!("flash page at 0x{addr:X} of {} bytes: STK500v1 writes whole words, at most 256 bytes", data.len())));
         }
         self.load_address(addr / 2).await?;

@@ -54,7 +54,7 @@ fn timeout_for(n: usize, sck_hz: u32) -> Duration {
 
 /// `93.75 kHz`, `375 kHz`, `8 kHz`.
 pub(crate) fn fmt_hz(hz: u32) -> String {
-    if hz % 1000 == 0 {
+    if hz.is_multiple_of(1000) {
         format!("{} kHz", hz / 1000)
     } else {
         format!("{} kHz", hz as f64 / 1000.0)
@@ -216,7 +216,7 @@ impl<T: UsbTransport> Programmer for Usbasp<T> {
 
     async fn write_flash_page(&mut self, part: &'static Part, addr: u32, data: &[u8]) -> ProgResult<()> {
         let page = part.flash_page_size as usize;
-        if data.len() != page || addr % part.flash_page_size != 0 {
+        if data.len() != page || !addr.is_multiple_of(part.flash_page_size) {
             return Err(ProgError::new(FailureClass::Internal, format!("page write at 0x{addr:05X} with {} bytes (page is {page})", data.len())));
         }
         // The firmware flushes the page itself once `page` bytes have arrived and waits for

@@ -198,9 +198,9 @@ pub fn page(rep: &YieldReport, by_day: &YieldReport, generated: &str) -> String 
     }
     for (key, r, total) in rows {
         let top = r.pareto.first().map(|p| format!("{} ({})", p.class, pct(Some(p.share)))).unwrap_or_default();
-        let _ = write!(
+        let _ = writeln!(
             s,
-            "<tr{}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr{}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             if total { " class=\"total\"" } else { "" },
             esc(key),
             r.units,

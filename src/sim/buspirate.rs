@@ -512,10 +512,7 @@ impl Firmware {
                 let mut done = 0;
                 while done < n {
                     let x = if pending.is_empty() { Some(self.wire.getch()?) } else { self.wire.try_getch(Duration::from_millis(5))? };
-                    match x {
-                        Some(x) => pending.push(x),
-                        None => {}
-                    }
+                    if let Some(x) = x { pending.push(x) }
                     if x.is_none() || done + pending.len() == n {
                         let out = self.clock(&pending)?;
                         done += pending.len();

@@ -96,23 +96,6 @@ pub fn read_host(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::{Read, Write};
-
-    #[test]
-    fn bytes_cross_raw() {
-        let mut p = Pty::open().unwrap();
-        assert!(p.path.to_string_lossy().starts_with("/dev/pts/"));
-        let mut host = std::fs::OpenOptions::new().read(true).write(true).open(&p.path).unwrap();
-        host.write_all(&[0x30, 0x20, 0x0A, 0x0D]).unwrap();
-        let mut buf = [0u8; 4];
-        p.master.read_exact(&mut buf).unwrap();
-        assert_eq!(buf, [0x30, 0x20, 0x0A, 0x0D], "raw mode: no CR/LF translation");
-    }
-}
-
 /// Hand reply bytes to the host: sleep until `tx_done` (when a paced UART would have sent the
 /// last of them), count them, write them. Nobody holding the tty open (EIO) is not an error:
 /// a real UART transmits into the void.
@@ -133,5 +116,22 @@ pub fn write_host(
     match master.write_all(bytes) {
         Err(e) if e.raw_os_error() != Some(nix::libc::EIO) => Err(e),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn bytes_cross_raw() {
+        let mut p = Pty::open().unwrap();
+        assert!(p.path.to_string_lossy().starts_with("/dev/pts/"));
+        let mut host = std::fs::OpenOptions::new().read(true).write(true).open(&p.path).unwrap();
+        host.write_all(&[0x30, 0x20, 0x0A, 0x0D]).unwrap();
+        let mut buf = [0u8; 4];
+        p.master.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, [0x30, 0x20, 0x0A, 0x0D], "raw mode: no CR/LF translation");
     }
 }

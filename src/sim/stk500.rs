@@ -937,7 +937,7 @@ mod tests {
         let mut frame = vec![0x55, 0x00, 0x3F, 0x20];
         assert_eq!(xfer(&mut h, &frame, 2), [0x14, 0x10]);
         frame = vec![0x64, 0x00, 0x80, b'F'];
-        frame.extend(std::iter::repeat(0u8).take(128));
+        frame.extend(std::iter::repeat_n(0u8, 128));
         frame.push(0x20);
         assert_eq!(xfer(&mut h, &frame, 2), [0x14, 0x10]);
         assert_eq!(emu.target().flash()[0x7E00], 0x11);

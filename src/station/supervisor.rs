@@ -543,7 +543,7 @@ async fn run_unit(ctx: &SlotCtx, prog: &mut Option<Box<dyn Programmer>>, serial:
                 JobEvent::StepFailed { step, ms, .. } => Some(StationEvent::Step { slot: slot_name.clone(), serial: serial_s.clone(), step: step.name().into(), state: StepState::Failed, ms: Some(ms) }),
                 JobEvent::Progress { step, done, total } => {
                     // At most ~50 progress events per step: displays need no more.
-                    let pct = if total == 0 { 100 } else { done * 50 / total };
+                    let pct = (done * 50).checked_div(total).unwrap_or(100);
                     if pct == last_pct {
                         None
                     } else {
