@@ -16,6 +16,9 @@ use flashline::programmer::{ProgrammerKind, ProgrammerSpec};
 use flashline::sim::stk500::{EmulatorOptions, Stk500Emulator, Stk500Mode};
 use flashline::sim::{Fault, SimOptions, SimTarget};
 
+mod support;
+use support::run_child;
+
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
 fn part(id: &str) -> &'static Part {
@@ -24,25 +27,8 @@ fn part(id: &str) -> &'static Part {
 
 fn emulator(mcu: &str, mode: Stk500Mode, fault: Fault, baud: u32) -> Stk500Emulator {
     let t = SimTarget::new(part(mcu), SimOptions::new(false, fault));
-    Stk500Emulator::spawn(t, EmulatorOptions::new(mode).baud(baud)).expect("pty")
-}
 
-/// Run a child with a hard timeout; returns (success, stdout, stderr).
-fn run_bounded(cmd: &mut Command, limit: Duration) -> (bool, String, String) {
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let out = child.wait_with_output().unwrap();
-            return (status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into());
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!("{cmd:?} did not finish in {limit:?}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    Stk500Emulator::spawn(t, EmulatorOptions::new(mode).baud(baud)).expect("pty")
 }
 
 fn avrdude(prog: &str, baud: u32, mcu: &str, port: &Path, ops: &[String]) -> (bool, String, String) {
@@ -51,7 +37,7 @@ fn avrdude(prog: &str, baud: u32, mcu: &str, port: &Path, ops: &[String]) -> (bo
     for op in ops {
         c.arg("-U").arg(op);
     }
-    run_bounded(&mut c, Duration::from_secs(60))
+    run_child(&mut c, Duration::from_secs(60))
 }
 
 fn bounded<F: std::future::Future>(f: F) -> F::Output {

@@ -14,6 +14,9 @@ use flashline::programmer::Programmer;
 use flashline::sim::buspirate::{BusPirateEmulator, BusPirateFirmware, BusPirateOptions};
 use flashline::sim::{Fault, SimOptions, SimTarget};
 
+mod support;
+use support::{rt, run_joined};
+
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
 fn part(id: &str) -> &'static Part {
@@ -22,30 +25,12 @@ fn part(id: &str) -> &'static Part {
 
 fn emulator(mcu: &str, fault: Fault, firmware: BusPirateFirmware) -> BusPirateEmulator {
     let t = SimTarget::new(part(mcu), SimOptions::new(false, fault));
+
     BusPirateEmulator::spawn(t, BusPirateOptions { firmware, ..BusPirateOptions::default() }).expect("pty")
 }
 
-/// Run a child with a hard timeout; returns (success, stdout+stderr).
-fn run_bounded(cmd: &mut Command, limit: Duration) -> (bool, String) {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn avrdude");
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let out = child.wait_with_output().unwrap();
-            let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-            return (status.success(), text);
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!("{cmd:?} did not finish in {limit:?}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn avrdude_flash(emu: &BusPirateEmulator, mcu: &str, hex: &Path, extra: &[&str]) -> (bool, String) {
-    run_bounded(
+    run_joined(
         Command::new("avrdude")
             .args(["-c", "buspirate", "-p", mcu, "-P"])
             .arg(emu.path())
@@ -73,11 +58,6 @@ fn avrdude_programs_verifies_and_sets_fuses_on_the_emulator() {
     assert_eq!(t.stats().chip_erases, 1);
     assert_eq!(t.stats().busy_violations, 0);
     assert!(out.contains("32730 bytes of flash verified"), "{out}");
-}
-
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
 fn job(emu: &BusPirateEmulator, plan: &JobPlan) -> (JobReport, Vec<JobEvent>) {
@@ -116,7 +96,7 @@ fn driver_programs_and_avrdude_verifies() {
         assert!(!t.reset_asserted());
         assert_eq!(t.stats().page_writes as u32, r.pages_written);
     }
-    let (ok, out) = run_bounded(
+    let (ok, out) = run_joined(
         Command::new("avrdude").args(["-c", "buspirate", "-p", "m32u4", "-P"]).arg(emu.path()).arg("-U").arg(format!("flash:v:{}:i", hex.display())),
         Duration::from_secs(50),
     );
@@ -209,7 +189,7 @@ fn sim_serve_buspirate_serves_avrdude() {
     let path = path.trim().to_string();
     assert!(path.starts_with("/dev/pts/"), "{path:?}");
     let hex = Path::new(FIXTURES).join("bootloader_atmega32u4_1_0_0.hex");
-    let (ok, out) = run_bounded(
+    let (ok, out) = run_joined(
         Command::new("avrdude").args(["-c", "buspirate", "-p", "m32u4", "-P", &path, "-U"]).arg(format!("flash:w:{}:i", hex.display())).args(["-U", "hfuse:w:0xD9:m"]),
         Duration::from_secs(50),
     );

@@ -2,8 +2,8 @@
 //! with avrdude 7.1 as the referee where it applies.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use flashline::error::FailureClass;
 use flashline::hex;
@@ -13,6 +13,9 @@ use flashline::programmer::Programmer;
 use flashline::sim::stk500::{EmulatorOptions, Stk500Emulator, Stk500Mode};
 use flashline::sim::{Fault, SimOptions, SimTarget};
 
+mod support;
+use support::{rt, run_joined};
+
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
 fn part(id: &str) -> &'static Part {
@@ -21,35 +24,13 @@ fn part(id: &str) -> &'static Part {
 
 fn emulator(mcu: &str, mode: Stk500Mode, fault: Fault) -> Stk500Emulator {
     let t = SimTarget::new(part(mcu), SimOptions::new(false, fault));
-    Stk500Emulator::spawn(t, EmulatorOptions::new(mode)).expect("pty")
-}
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    Stk500Emulator::spawn(t, EmulatorOptions::new(mode)).expect("pty")
 }
 
 /// Every test body runs under this bound: nothing may hang.
 fn bounded<F: std::future::Future>(f: F) -> F::Output {
     rt().block_on(async { tokio::time::timeout(Duration::from_secs(30), f).await.expect("test exceeded 30 s") })
-}
-
-/// Run a child with a hard timeout; returns (success, stdout+stderr).
-fn run_bounded(cmd: &mut Command, limit: Duration) -> (bool, String) {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let out = child.wait_with_output().unwrap();
-            let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-            return (status.success(), text);
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!("{cmd:?} did not finish in {limit:?}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Program every page of `image` (padded to pages) through the driver.
@@ -91,7 +72,7 @@ fn avrisp_driver_programs_and_avrdude_verifies_byte_for_byte() {
     assert_eq!(emu.target().stats().busy_violations, 0);
 
     // avrdude reads the chip back and compares with the file, byte for byte.
-    let (ok, out) = run_bounded(
+    let (ok, out) = run_joined(
         Command::new("avrdude").args(["-c", "avrisp", "-b", "115200", "-p", "m32u4", "-P"]).arg(emu.path()).arg("-U").arg(format!("flash:v:{}:i", path.display())),
         Duration::from_secs(60),
     );
@@ -295,7 +276,7 @@ fn avrdude_reads_what_the_arduino_driver_wrote() {
     let dir = tempfile::tempdir().unwrap();
     let out_hex = dir.path().join("app.hex");
     hex::write_file(&out_hex, &app, 16).unwrap();
-    let (ok, out) = run_bounded(
+    let (ok, out) = run_joined(
         Command::new("avrdude").args(["-c", "arduino", "-b", "115200", "-p", "m328p", "-P"]).arg(emu.path()).arg("-U").arg(format!("flash:v:{}:i", out_hex.display())),
         Duration::from_secs(60),
     );
