@@ -96,31 +96,19 @@ fn bodlevel(part: &Part, value: u8) -> String {
     if value == 0b111 {
         return "brown-out detection disabled".into();
     }
-    // Typical V_BOT per datasheet "BODLEVEL Fuse Coding" tables.
-    let volts: Option<&str> = match part.id {
-        "atmega16u4" | "atmega32u4" => Some(["4.3", "3.5", "3.4", "2.6", "2.4", "2.2", "2.0"][value as usize]),
-        "atmega328p" => match value {
-            0b110 => Some("1.8"),
-            0b101 => Some("2.7"),
-            0b100 => Some("4.3"),
-            _ => None,
-        },
-        // AT90USB64/128 datasheet Table 9-2: 110, 101 and 100 are reserved.
-        "at90usb646" | "at90usb647" | "at90usb1286" | "at90usb1287" => match value {
-            0b011 => Some("2.6"),
-            0b010 => Some("3.4"),
-            0b001 => Some("3.5"),
-            0b000 => Some("4.3"),
-            _ => None,
-        },
+    // Typical V_BOT per datasheet "BODLEVEL Fuse Coding" tables, indexed by the code (0b000
+    // first); `None` is a code the datasheet calls reserved.
+    let table: Option<[Option<&str>; 7]> = match part.id {
+        "atmega16u4" | "atmega32u4" => Some([Some("4.3"), Some("3.5"), Some("3.4"), Some("2.6"), Some("2.4"), Some("2.2"), Some("2.0")]),
+        "atmega328p" => Some([None, None, None, None, Some("4.3"), Some("2.7"), Some("1.8")]),
+        // AT90USB64/128 datasheet Table 9-2.
+        "at90usb646" | "at90usb647" | "at90usb1286" | "at90usb1287" => Some([Some("4.3"), Some("3.5"), Some("3.4"), Some("2.6"), None, None, None]),
         _ => None,
     };
-    match (volts, part.id) {
-        (Some(v), _) => format!("brown-out detection at {v} V (typical)"),
-        (None, "atmega328p" | "at90usb646" | "at90usb647" | "at90usb1286" | "at90usb1287") => {
-            format!("reserved BODLEVEL code {value:03b}: do not use")
-        }
-        (None, _) => format!("brown-out detection on, level code {value:03b} (see the datasheet's BODLEVEL table)"),
+    match table.map(|t| t[value as usize]) {
+        Some(Some(v)) => format!("brown-out detection at {v} V (typical)"),
+        Some(None) => format!("reserved BODLEVEL code {value:03b}: do not use"),
+        None => format!("brown-out detection on, level code {value:03b} (see the datasheet's BODLEVEL table)"),
     }
 }
 

@@ -489,9 +489,7 @@ async fn identify(prog: &mut dyn Programmer, part: &'static Part, ctx: &mut Ctx<
     }
     let last = *reads.last().unwrap_or(&[0; 3]);
     if last == [0; 3] || last == [0xFF; 3] {
-        // ArduinoISP-type firmwares clock SCK at one fixed rate and never check the Programming
-        // Enable echo, so a target too slow for that rate looks exactly like a missing one.
-        let fixed_sck = if prog.info().kind == crate::programmer::ProgrammerKind::Avrisp {
+        let fixed_sck = if prog.info().kind.fixed_sck() {
             "; if cable and power are right, the chip may run from a slow clock (CKDIV8 on a fresh chip) that this programmer's fixed SCK cannot reach — use a USBasp, which lowers SCK"
         } else {
             ""

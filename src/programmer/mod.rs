@@ -49,6 +49,13 @@ pub enum ProgrammerKind {
 }
 
 impl ProgrammerKind {
+    /// Programmers whose firmware clocks SCK at one fixed rate and never checks the
+    /// Programming Enable echo (ArduinoISP and its kin): a target too slow for that rate reads
+    /// exactly like a missing one.
+    pub fn fixed_sck(self) -> bool {
+        self == ProgrammerKind::Avrisp
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ProgrammerKind::Avrisp => "avrisp",

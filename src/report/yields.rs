@@ -146,6 +146,7 @@ async fn groups(db: &Db, f: &Filters, by: GroupBy) -> Result<BTreeMap<String, Ac
     // Per unit: attempts, and its first and last attempt encoded as attempt_no*2 + passed, so
     // one MIN and one MAX give both the order and the result.
     let code = "a.attempt_no * 2 + CASE WHEN a.result = 'pass' THEN 1 ELSE 0 END";
+
     // Plans. Unfiltered and ungrouped, the per-unit pass streams from the covering index
     // attempts_unit_cover in unit order and the histogram from attempts_cycle: index-only, no
     // sort. Otherwise SQLite would still walk those indexes to save a sort, looking up every
