@@ -21,6 +21,7 @@
 //! | [`db`] | records: attempts, steps, units in SQLite/PostgreSQL |
 //! | [`report`] | yield reports, unit CSV export, charts |
 //! | [`bench`] | speed benchmarks: cycle vs protocol bound, vs avrdude, scaling, build |
+//! | [`text`] | untrusted text made safe to show (control characters, bidi overrides escaped) |
 //! | [`web`] | operator dashboard in the browser: tiles, scan box, live events, token guard |
 
 pub mod bench;
@@ -39,5 +40,6 @@ pub mod programmer;
 pub mod recipe;
 pub mod sim;
 pub mod station;
+pub mod text;
 pub mod verify;
 pub mod web;
