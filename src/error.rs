@@ -35,6 +35,9 @@ pub enum FailureClass {
     Config,
     /// The station stopped (crash or kill) while the attempt ran.
     Interrupted,
+    /// The result could not be written to the records (shown, never stored: the attempt row
+    /// stays `running` until the station's next start marks it interrupted).
+    Records,
     /// Anything else.
     Internal,
 }
@@ -55,6 +58,7 @@ impl FailureClass {
             FailureClass::ProgrammerOpen => "programmer_open",
             FailureClass::Config => "config",
             FailureClass::Interrupted => "interrupted",
+            FailureClass::Records => "records",
             FailureClass::Internal => "internal",
         }
     }
@@ -75,6 +79,7 @@ impl FailureClass {
             FailureClass::ProgrammerOpen => "the programmer could not be opened: check it is plugged in, not used by another program, and the udev rules",
             FailureClass::Config => "fix the recipe or station configuration",
             FailureClass::Interrupted => "the station stopped during this attempt: retest the board",
+            FailureClass::Records => "the result is not in the records: set the board aside with its serial and retest it once the records are back",
             FailureClass::Internal => "report this to the production engineer",
         }
     }
@@ -89,7 +94,7 @@ impl FailureClass {
         use FailureClass::*;
         [
             NoTarget, WrongChip, ProgEnable, Communication, VerifyFlash, VerifyEeprom, VerifyFuse,
-            VerifyLock, ProgrammerGone, Timeout, ProgrammerOpen, Config, Interrupted, Internal,
+            VerifyLock, ProgrammerGone, Timeout, ProgrammerOpen, Config, Interrupted, Records, Internal,
         ]
         .into_iter()
         .find(|c| c.as_str() == s)

@@ -185,6 +185,7 @@ impl JobResult {
             | FailureClass::ProgrammerOpen
             | FailureClass::Config
             | FailureClass::Interrupted
+            | FailureClass::Records
             | FailureClass::Internal => JobResult::Error,
             _ => JobResult::Fail,
         }

@@ -39,6 +39,8 @@ fn outcome(result: AttemptResult, class: Option<&str>, cycle_ms: u64, serial_num
         finished_at: Utc.with_ymd_and_hms(2025, 6, 1, 9, 0, 0).unwrap(),
         cycle_ms,
         serial_number,
+        serial_written: false,
+        steps: Vec::new(),
     }
 }
 
@@ -58,7 +60,7 @@ async fn write_path_and_history_on_postgres() {
         .unwrap();
     db.finish_attempt(a1, &outcome(AttemptResult::Fail, Some("no_target"), 900, None)).await.unwrap();
     let a2 = db2.begin_attempt(&attempt("KB-0001", "st2", "B1", 1)).await.unwrap();
-    let n = db2.reserve_serial_for(a2, "KB60", 500).await.unwrap();
+    let n = db2.reserve_serial_for(a2, "KB60", 500).await.unwrap().number;
     assert_eq!(n, 500);
     db2.finish_attempt(a2, &outcome(AttemptResult::Pass, None, 4100, Some(n))).await.unwrap();
     db.reject_scan("st1", Some("A1"), "=HYPERLINK(\"x\")", "pattern").await.unwrap();
@@ -73,7 +75,7 @@ async fn write_path_and_history_on_postgres() {
     assert_eq!(h.attempts[1].station, "st2");
     assert_eq!(h.attempts[1].serial_number, Some(500));
     assert_eq!(h.attempts[1].result, AttemptResult::Pass);
-    assert_eq!(db.reserve_serial("KB60", 500).await.unwrap(), 501);
+    assert_eq!(db.next_serial("KB60", 500).await.unwrap(), 501);
     assert_eq!(db.integrity_check().await.unwrap(), "ok");
 }
 
@@ -81,13 +83,18 @@ async fn write_path_and_history_on_postgres() {
 async fn recovery_on_postgres_touches_only_this_station() {
     let (db, _) = fresh().await;
     let mine = db.begin_attempt(&attempt("KB-0100", "st1", "A1", 3)).await.unwrap();
-    let held = db.reserve_serial_for(mine, "KB60", 1).await.unwrap();
+    let held = db.reserve_serial_for(mine, "KB60", 1).await.unwrap().number;
     let theirs = db.begin_attempt(&attempt("KB-0101", "st2", "A1", 3)).await.unwrap();
     assert_eq!(db.recover_interrupted("st1").await.unwrap(), 1);
     let h = db.unit_history("KB-0100").await.unwrap().unwrap();
     assert_eq!(h.attempts[0].result, AttemptResult::Interrupted);
     assert_eq!(h.attempts[0].failure_class.as_deref(), Some("interrupted"));
-    assert_eq!(db.reserve_serial("KB60", 1).await.unwrap(), held, "the interrupted attempt's number is free again");
+    // The station died during the attempt: the number may be in that chip, so it is void and
+    // never handed to another unit; the interrupted attempt's row keeps it.
+    assert_eq!(h.attempts[0].serial_number, Some(held));
+    let pool = db.serial_pool(Some("KB60")).await.unwrap();
+    assert_eq!(pool.iter().find(|r| r.number == held).map(|r| r.state.as_str()), Some("void"));
+    assert_ne!(db.next_serial("KB60", 1).await.unwrap(), held, "a voided number is not handed out again");
     assert_eq!(db.unit_history("KB-0101").await.unwrap().unwrap().attempts[0].result, AttemptResult::Running);
     db.finish_attempt(theirs, &outcome(AttemptResult::Pass, None, 1000, None)).await.unwrap();
     assert!(db.finish_attempt(mine, &outcome(AttemptResult::Pass, None, 1000, None)).await.is_err());
@@ -119,7 +126,7 @@ async fn station_child() {
                     db.finish_attempt(id, &outcome(AttemptResult::Fail, Some("communication"), 1000 + u, None)).await.unwrap();
                 }
                 let id = db.begin_attempt(&a).await.unwrap();
-                let n = db.reserve_serial_for(id, "KB60", 1).await.unwrap();
+                let n = db.reserve_serial_for(id, "KB60", 1).await.unwrap().number;
                 db.add_steps(id, &[StepRecord { name: "program".into(), ms: 5, ok: true, detail: String::new() }])
                     .await
                     .unwrap();

@@ -38,6 +38,8 @@ fn outcome(result: AttemptResult, class: Option<&str>, minute: u32, serial_numbe
         finished_at: Utc.with_ymd_and_hms(2025, 6, 1, 8, minute, 30).unwrap(),
         cycle_ms: 30_000,
         serial_number,
+        serial_written: false,
+        steps: Vec::new(),
     }
 }
 
@@ -155,47 +157,84 @@ async fn rejected_scans_are_recorded() {
     assert_eq!(rows[1].get::<String, _>("raw"), "=1+1");
 }
 
+fn state_of(pool: &[flashline::db::SerialRow], n: u64) -> Option<(&str, Option<&str>)> {
+    pool.iter().find(|r| r.number == n).map(|r| (r.state.as_str(), r.unit.as_deref()))
+}
+
 #[tokio::test]
-async fn serial_numbers_are_unique_and_only_passes_consume_them() {
+async fn serial_numbers_follow_their_state_machine() {
     let dir = tempfile::tempdir().unwrap();
     let (db, _) = open(&dir).await;
-    // 40 concurrent reservations (two pools, like two stations on one file) never share a number.
+    // 40 concurrent reservations (two pools, like two stations on one file), each for its own
+    // attempt, never share a number.
     let (db2, _) = open(&dir).await;
     let mut tasks = Vec::new();
-    for i in 0..40 {
+    for i in 0..40u32 {
         let d = if i % 2 == 0 { db.clone() } else { db2.clone() };
-        tasks.push(tokio::spawn(async move { d.reserve_serial("KB60", 1000).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            let a = d.begin_attempt(&attempt(&format!("KB-1{i:03}"), "st1", &format!("A{i}"), 1)).await.unwrap();
+            (a, d.reserve_serial_for(a, "KB60", 1000).await.unwrap())
+        }));
     }
     let mut got = Vec::new();
     for t in tasks {
         got.push(t.await.unwrap());
     }
-    got.sort();
-    assert_eq!(got, (1000..1040).collect::<Vec<_>>());
+    let mut numbers: Vec<u64> = got.iter().map(|(_, r)| r.number).collect();
+    numbers.sort();
+    assert_eq!(numbers, (1000..1040).collect::<Vec<_>>());
+    assert!(got.iter().all(|(_, r)| !r.reused));
+    let holder = |n: u64| got.iter().find(|(_, r)| r.number == n).unwrap().0;
 
-    // A failing unit releases its number; the next reservation reuses the lowest released one.
-    let a = db.begin_attempt(&attempt("KB-0100", "st1", "A1", 2)).await.unwrap();
-    db.finish_attempt(a, &outcome(AttemptResult::Fail, Some("no_target"), 2, Some(1003))).await.unwrap();
-    assert_eq!(db.reserve_serial("KB60", 1000).await.unwrap(), 1003);
-    // A pass consumes it and records it on the attempt.
+    // Failing before the write frees the number: the next new unit gets the lowest free one.
+    let mut fail = outcome(AttemptResult::Fail, Some("no_target"), 2, Some(1003));
+    db.finish_attempt(holder(1003), &fail).await.unwrap();
+    assert_eq!(state_of(&db.serial_pool(Some("KB60")).await.unwrap(), 1003).map(|s| s.0), Some("free"));
     let b = db.begin_attempt(&attempt("KB-0101", "st1", "A1", 3)).await.unwrap();
+    assert_eq!(db.reserve_serial_for(b, "KB60", 1000).await.unwrap(), flashline::db::Reservation { number: 1003, reused: false });
+    // Asking again for the same attempt (a retry) gives the same number, not a second one.
+    assert_eq!(db.reserve_serial_for(b, "KB60", 1000).await.unwrap().number, 1003);
+    // A pass consumes it and records it on the attempt.
     db.finish_attempt(b, &outcome(AttemptResult::Pass, None, 3, Some(1003))).await.unwrap();
     let h = db.unit_history("KB-0101").await.unwrap().unwrap();
     assert_eq!(h.attempts[0].serial_number, Some(1003));
-    assert!(db.unit_history("KB-0100").await.unwrap().unwrap().attempts[0].serial_number.is_none());
-    // A consumed number is never released nor consumed twice.
-    assert!(!db.release_serial("KB60", 1003).await.unwrap());
+    assert_eq!(state_of(&db.serial_pool(None).await.unwrap(), 1003), Some(("used", Some("KB-0101"))));
+    // Finishing again with the same outcome (a retry after a lost commit answer) is a no-op;
+    // anything else is refused.
+    db.finish_attempt(b, &outcome(AttemptResult::Pass, None, 3, Some(1003))).await.unwrap();
+    assert!(matches!(db.finish_attempt(b, &fail).await.unwrap_err(), DbError::NotRunning { .. }));
+    assert_eq!(db.unit_history("KB-0101").await.unwrap().unwrap().attempts.len(), 1);
+
+    // Failing after the write began voids the number: it may be in that chip.
+    fail.serial_number = Some(1010);
+    fail.serial_written = true;
+    let owner = state_of(&db.serial_pool(None).await.unwrap(), 1010).unwrap().1.unwrap().to_string();
+    db.finish_attempt(holder(1010), &fail).await.unwrap();
+    assert_eq!(state_of(&db.serial_pool(None).await.unwrap(), 1010), Some(("void", Some(owner.as_str()))));
+    // A pass claiming a number it does not hold (1010, void by another unit) is refused and
+    // writes nothing: the attempt can still be finished, as an error.
     let c = db.begin_attempt(&attempt("KB-0102", "st1", "A2", 4)).await.unwrap();
-    let e = db.finish_attempt(c, &outcome(AttemptResult::Pass, None, 4, Some(1003))).await.unwrap_err();
-    assert!(matches!(e, DbError::SerialTaken { number: 1003, .. }), "{e}");
-    // ...and that refusal wrote nothing: the attempt can still be finished, as an error.
+    let e = db.finish_attempt(c, &outcome(AttemptResult::Pass, None, 4, Some(1010))).await.unwrap_err();
+    assert!(matches!(e, DbError::SerialTaken { number: 1010, .. }), "{e}");
     db.finish_attempt(c, &outcome(AttemptResult::Error, Some("internal"), 4, None)).await.unwrap();
-    // Explicit release, then reuse.
-    assert!(db.release_serial("KB60", 1010).await.unwrap());
-    assert_eq!(db.reserve_serial("KB60", 1000).await.unwrap(), 1010);
-    // Fresh numbers continue after the highest; a different SKU has its own range.
-    assert_eq!(db.reserve_serial("KB60", 1000).await.unwrap(), 1040);
-    assert_eq!(db.reserve_serial("KB65", 1).await.unwrap(), 1);
+    // A new unit never gets a void number: after the 40 handed out comes 1040.
+    let d = db.begin_attempt(&attempt("KB-0103", "st1", "A3", 5)).await.unwrap();
+    assert_eq!(db.reserve_serial_for(d, "KB60", 1000).await.unwrap().number, 1040);
+    // The unit whose chip may hold 1010 gets 1010 back on its retest, and a passed unit that is
+    // reworked keeps 1003: a unit never collects numbers.
+    let retest = db.begin_attempt(&attempt(&owner, "st1", "A4", 6)).await.unwrap();
+    assert_eq!(db.reserve_serial_for(retest, "KB60", 1000).await.unwrap(), flashline::db::Reservation { number: 1010, reused: true });
+    let rework = db.begin_attempt(&attempt("KB-0101", "st1", "A5", 7)).await.unwrap();
+    assert_eq!(db.reserve_serial_for(rework, "KB60", 1000).await.unwrap(), flashline::db::Reservation { number: 1003, reused: true });
+    // A reused number that fails is voided even "before the write": the chip may carry it.
+    let mut f2 = outcome(AttemptResult::Fail, Some("no_target"), 7, Some(1003));
+    f2.serial_written = true;
+    db.finish_attempt(rework, &f2).await.unwrap();
+    assert_eq!(state_of(&db.serial_pool(None).await.unwrap(), 1003), Some(("void", Some("KB-0101"))));
+    // A different SKU has its own range.
+    let e2 = db.begin_attempt(&attempt("KB-0104", "st1", "A6", 8)).await.unwrap();
+    assert_eq!(db.reserve_serial_for(e2, "KB65", 1).await.unwrap().number, 1);
+    assert_eq!(db.next_serial("KB60", 1000).await.unwrap(), 1041);
 }
 
 /// Child half of the crash test: begins attempts, reports their ids, then waits to be killed.
@@ -209,7 +248,7 @@ async fn crash_child() {
     db.finish_attempt(first, &outcome(AttemptResult::Pass, None, 10, None)).await.unwrap();
     for (i, slot) in ["A1", "A2", "A3"].iter().enumerate() {
         let id = db.begin_attempt(&attempt(&format!("KB-06{i:02}"), "crashy", slot, 11)).await.unwrap();
-        let n = db.reserve_serial_for(id, "KB60", 7000).await.unwrap();
+        let n = db.reserve_serial_for(id, "KB60", 7000).await.unwrap().number;
         println!("RUNNING {} {n}", id.0);
     }
     println!("READY");
@@ -280,9 +319,15 @@ async fn kill_9_mid_batch_then_recovery_marks_running_attempts_interrupted() {
     let n = db.unit_history("KB-0700").await.unwrap().unwrap();
     assert_eq!(n.attempts[0].result, AttemptResult::Running, "another station's job is not touched");
     db.finish_attempt(other, &outcome(AttemptResult::Pass, None, 12, None)).await.unwrap();
-    // The serial numbers those attempts held are free again, lowest first.
-    let mut held: Vec<u64> = running.iter().map(|r| r.1).collect();
-    held.sort();
-    assert_eq!(db.reserve_serial("KB60", 7000).await.unwrap(), held[0]);
+    // The serial numbers those attempts held are void (nobody knows whether they reached the
+    // chips), noted on the interrupted attempts, and never handed to another unit.
+    let pool = db.serial_pool(Some("KB60")).await.unwrap();
+    for (i, (_, n)) in running.iter().enumerate() {
+        let unit = format!("KB-06{i:02}");
+        assert_eq!(state_of(&pool, *n), Some(("void", Some(unit.as_str()))));
+        assert_eq!(db.unit_history(&unit).await.unwrap().unwrap().attempts[0].serial_number, Some(*n));
+    }
+    let highest = running.iter().map(|r| r.1).max().unwrap();
+    assert_eq!(db.next_serial("KB60", 7000).await.unwrap(), highest + 1);
     assert_eq!(db.integrity_check().await.unwrap(), "ok");
 }

@@ -87,6 +87,8 @@ async fn build_known_history(db: &Db) {
             finished_at: Utc.with_ymd_and_hms(2025, 6, x.day, x.hour, 0, 10).unwrap(),
             cycle_ms: x.cycle_ms,
             serial_number: None,
+            serial_written: false,
+            steps: Vec::new(),
         };
         db.finish_attempt(id, &o).await.unwrap();
     }
@@ -239,6 +241,8 @@ async fn units_csv_neutralises_hostile_cells_and_keeps_stable_columns() {
             finished_at: Utc.with_ymd_and_hms(2025, 6, 1, 8 + i as u32, 0, 1).unwrap(),
             cycle_ms: 1000,
             serial_number: None,
+            serial_written: false,
+            steps: Vec::new(),
         };
         db.finish_attempt(id, &o).await.unwrap();
     }

@@ -47,6 +47,9 @@ pub struct RunArgs {
     pub token: Option<String>,
 }
 
+/// Exit status when some results could not be recorded (the list is on stderr).
+pub const RECORDS_INCOMPLETE: u8 = 4;
+
 /// Why the scan input ended.
 #[derive(PartialEq, Eq)]
 enum IntakeEnd {
@@ -95,7 +98,8 @@ async fn run_async(a: RunArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    // Stop requests: Ctrl-C always; with the dashboard also SIGTERM and its Stop button.
+    // Stop requests: Ctrl-C and SIGTERM (systemd's stop) always; with the dashboard also its
+    // Stop button. Every job already started finishes and is recorded before the process exits.
     let serving = dash.is_some();
     let stop_button = dash.as_ref().map(|d| d.stop_requested());
     let stop = async {
@@ -104,9 +108,7 @@ async fn run_async(a: RunArgs) -> anyhow::Result<ExitCode> {
                 _ = super::serve::shutdown_signal() => {}
                 _ = button => {}
             },
-            None => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            None => super::serve::shutdown_signal().await,
         }
     };
     tokio::pin!(stop);
@@ -150,10 +152,13 @@ async fn run_async(a: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(d) = dash {
         d.shutdown().await;
     }
+    let unrecorded = sup.unrecorded();
+    db.close().await;
     intake_result?;
     if !a.json {
+        let missing = if totals.unrecorded > 0 { format!("; {} NOT RECORDED", totals.unrecorded) } else { String::new() };
         println!(
-            "{} attempts: {} passed, {} failed, {} errors; {} units, yield {:.1}%; {} scans refused. Records in {}",
+            "{} attempts: {} passed, {} failed, {} errors; {} units, yield {:.1}%; {} scans refused{missing}. Records in {}",
             totals.attempts,
             totals.passed,
             totals.failed,
@@ -163,6 +168,21 @@ async fn run_async(a: RunArgs) -> anyhow::Result<ExitCode> {
             totals.rejected_scans,
             a.db
         );
+    }
+    if !unrecorded.is_empty() {
+        // The one place an operator or a supervisor script learns which boards have no record.
+        eprintln!("error: {} result(s) could not be recorded — set these boards aside and retest them:", unrecorded.len());
+        for u in &unrecorded {
+            eprintln!(
+                "  {}{}  {}{}: {}",
+                u.slot.as_deref().map(|s| format!("{}  ", flashline::text::shown(s))).unwrap_or_default(),
+                flashline::text::shown(&u.serial),
+                u.what,
+                u.attempt_id.map(|id| format!(" (attempt id {id}, left running)")).unwrap_or_default(),
+                flashline::text::shown(&u.error)
+            );
+        }
+        return Ok(ExitCode::from(RECORDS_INCOMPLETE));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -280,14 +300,31 @@ fn spawn_view(sup: &Supervisor, json: bool, interactive: bool) -> tokio::task::J
                         println!("{line}");
                     }
                 }
+                StationEvent::RecordsUnavailable { reason } => {
+                    let line = format!("RECORDS  {reason}");
+                    if live {
+                        let _ = mp.println(line);
+                    } else {
+                        println!("{line}");
+                    }
+                }
+                StationEvent::RecordsAvailable { after_ms } => {
+                    let line = format!("RECORDS  writable again after {:.1} s: the station resumes", *after_ms as f64 / 1000.0);
+                    if live {
+                        let _ = mp.println(line);
+                    } else {
+                        println!("{line}");
+                    }
+                }
                 StationEvent::Totals(t) => {
                     total.set_message(format!(
-                        "passed {}  failed {}  errors {}  units {}  yield {:.1}%",
+                        "passed {}  failed {}  errors {}  units {}  yield {:.1}%{}",
                         t.passed,
                         t.failed,
                         t.errors,
                         t.units,
-                        t.yield_pct()
+                        t.yield_pct(),
+                        if t.unrecorded > 0 { format!("  NOT RECORDED {}", t.unrecorded) } else { String::new() }
                     ));
                 }
                 StationEvent::Stopped(_) => break,

@@ -6,7 +6,8 @@
 //! |---|---|
 //! | `mod.rs` | [`Db`] (connect, migrate, backend dispatch), [`DbError`], timestamp format |
 //! | [`records`] | the plain data the station hands over and gets back |
-//! | `write.rs` | `begin_attempt`, `add_steps`, `finish_attempt`, `recover_interrupted`, `reject_scan`, serial pool |
+//! | `write.rs` | `begin_attempt`, `add_steps`, `finish_attempt`, `recover_interrupted`, `reject_scan` |
+//! | `serials.rs` | the serial-number pool: every state transition (free → reserved → used / free / void) |
 //! | `history.rs` | `unit_history` |
 //! | [`testing`] | a throwaway PostgreSQL cluster for tests and benchmarks |
 
@@ -20,10 +21,12 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 mod history;
 pub mod records;
+mod serials;
 pub mod testing;
 mod write;
 
 pub use records::*;
+pub use serials::{Reservation, SerialRow};
 
 /// Where the records go when neither `--db` nor `FLASHLINE_DB` says otherwise.
 pub const DEFAULT_DB: &str = "./flashline.db";
@@ -59,12 +62,55 @@ pub enum DbError {
     /// No such attempt.
     #[error("attempt {0} does not exist in this database")]
     NoAttempt(i64),
-    /// A passing attempt claims a serial number another passing unit already consumed.
-    #[error("serial number {number} of SKU {sku} was already consumed by attempt {by}: two units would carry the same number")]
+    /// A passing attempt claims a serial number it does not hold (the pool says another
+    /// attempt, `by`, owns it; 0 when nobody does).
+    #[error("serial number {number} of SKU {sku} is not held by this attempt (its owner is attempt {by}): the board must not ship with it — erase it and retest")]
     SerialTaken { sku: String, number: u64, by: i64 },
     /// The serial-number pool could not hand out a number (heavy contention or exhausted range).
     #[error("serial number pool for SKU {sku}: {reason}")]
     SerialPool { sku: String, reason: String },
+}
+
+impl DbError {
+    /// When the records cannot be written *for now* (disk or database full, a lock held beyond
+    /// the busy timeout, an I/O error, the server down or refusing connections), the root
+    /// cause in words; `None` for errors that retrying cannot cure (bad data, a finished
+    /// attempt, a schema from a newer version).
+    pub fn unavailable(&self) -> Option<String> {
+        let source = match self {
+            DbError::Open { source, .. } | DbError::Query { source, .. } => source,
+            DbError::Migrate { source: sqlx::migrate::MigrateError::Execute(source), .. } => source,
+            _ => return None,
+        };
+        unavailable_cause(source)
+    }
+}
+
+/// The root cause of a transient database failure, or `None` (see [`DbError::unavailable`]).
+fn unavailable_cause(e: &sqlx::Error) -> Option<String> {
+    match e {
+        sqlx::Error::Io(io) => Some(format!("cannot reach the database: {io}")),
+        sqlx::Error::Tls(t) => Some(format!("cannot reach the database: {t}")),
+        sqlx::Error::PoolTimedOut => Some("no database connection within the lock timeout (the database is locked by another writer, or unreachable)".into()),
+        sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => Some("the database connection pool is closed".into()),
+        sqlx::Error::Protocol(p) => Some(format!("the database connection broke: {p}")),
+        sqlx::Error::Database(d) => {
+            let code = d.code().map(|c| c.into_owned()).unwrap_or_default();
+            let transient = if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // SQLite primary result codes (extended codes keep them in the low byte):
+                // BUSY 5, LOCKED 6, NOMEM 7, READONLY 8, IOERR 10, FULL 13, CANTOPEN 14, PROTOCOL 15.
+                code.parse::<i64>().map(|c| matches!(c & 0xff, 5 | 6 | 7 | 8 | 10 | 13 | 14 | 15)).unwrap_or(false)
+            } else {
+                // PostgreSQL SQLSTATE classes: 08 connection exception, 53 insufficient
+                // resources (disk full, out of memory, too many connections), 57P0x the server
+                // shutting down or starting, 58 system error (I/O), 40001/40P01 serialization
+                // failure and deadlock (retry).
+                code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") || code.starts_with("58") || code == "40001" || code == "40P01"
+            };
+            transient.then(|| d.message().to_string())
+        }
+        _ => None,
+    }
 }
 
 /// Result of a records operation.
@@ -96,7 +142,8 @@ pub(crate) enum Pool {
 
 /// Run `$body` with `$p` bound to the concrete pool; `$begin()` opens a write transaction
 /// (`BEGIN IMMEDIATE` on SQLite so two writers queue on the busy timeout instead of failing
-/// on a lock upgrade). The body is written once and compiled for both backends.
+/// on a lock upgrade). The body is written once and compiled for both backends. Bulk tools
+/// (synthetic histories) use this; the station's writes go through [`write_tx!`].
 macro_rules! with_pool {
     ($db:expr, |$p:ident, $begin:ident| $body:expr) => {
         match &$db.pool {
@@ -119,7 +166,49 @@ macro_rules! with_pool {
         }
     };
 }
+
+/// One write transaction: `$body` (a block evaluating to `Result<T>`, free to return early
+/// with `?`, `return Err(..)` or `return Ok(..)` — an early `Ok` commits too) runs with `$tx` open on a connection of its own (`BEGIN
+/// IMMEDIATE` on SQLite); `Ok` commits. On any error — a failed statement, a failed or
+/// unanswered commit — the connection is closed instead of going back to the pool, so the
+/// next writer never inherits a connection in an unknown transaction state. Compiled once per
+/// backend.
+macro_rules! write_tx {
+    ($db:expr, $what:literal, |$tx:ident| $body:expr) => {
+        match &$db.pool {
+            $crate::db::Pool::Sqlite(p) => {
+                let mut conn = p.acquire().await.ctx(concat!($what, ": connect"))?;
+                let r = async {
+                    let mut $tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await.ctx(concat!($what, ": begin"))?;
+                    let v: _ = async { $body }.await?;
+                    $tx.commit().await.ctx(concat!($what, ": commit"))?;
+                    Ok::<_, $crate::db::DbError>(v)
+                }
+                .await;
+                if r.is_err() {
+                    conn.close_on_drop();
+                }
+                r
+            }
+            $crate::db::Pool::Postgres(p) => {
+                let mut conn = p.acquire().await.ctx(concat!($what, ": connect"))?;
+                let r = async {
+                    let mut $tx = sqlx::Connection::begin(&mut *conn).await.ctx(concat!($what, ": begin"))?;
+                    let v: _ = async { $body }.await?;
+                    $tx.commit().await.ctx(concat!($what, ": commit"))?;
+                    Ok::<_, $crate::db::DbError>(v)
+                }
+                .await;
+                if r.is_err() {
+                    conn.close_on_drop();
+                }
+                r
+            }
+        }
+    };
+}
 pub(crate) use with_pool;
+pub(crate) use write_tx;
 
 /// A handle on the records database. Cheap to clone (a connection pool inside); share one per
 /// process.
@@ -177,8 +266,11 @@ impl Db {
                 .map_err(|source| DbError::Migrate { target: target.clone(), source })?;
             return Ok(Db { pool: Pool::Postgres(pool), target });
         }
+        let mut max_pages = None;
         let opts = if url.starts_with("sqlite:") {
-            let o = SqliteConnectOptions::from_str(url)
+            let (url, pages) = take_max_pages(url).map_err(|reason| DbError::BadUrl { url: target.clone(), reason })?;
+            max_pages = pages;
+            let o = SqliteConnectOptions::from_str(&url)
                 .map_err(|e| DbError::BadUrl { url: target.clone(), reason: e.to_string() })?;
             if url.contains("mode=") { o } else { o.create_if_missing(true) }
         } else if url.contains("://") {
@@ -204,6 +296,15 @@ impl Db {
             .foreign_keys(true)
             .busy_timeout(LOCK_WAIT);
         let opts = if reader { opts.pragma("mmap_size", READER_MMAP_BYTES.to_string()) } else { opts };
+        let opts = match max_pages {
+            Some(n) => opts.pragma("max_page_count", n.to_string()),
+            None => opts,
+        };
+        // Many stations may start at once on a new file: one at a time creates the schema.
+        let _migrating = migration_lock(opts.get_filename()).await.map_err(|e| DbError::BadUrl {
+            url: target.clone(),
+            reason: format!("cannot take the schema lock on the database's folder: {e}"),
+        })?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(LOCK_WAIT)
@@ -254,6 +355,61 @@ impl Db {
     }
 }
 
+/// Split flashline's own `max_pages=N` parameter off a `sqlite:` URL: a cap on the records
+/// file's size in pages (4 KiB each, `PRAGMA max_page_count`). At the cap, writes fail as on a
+/// full disk — a quota for a small station disk, and how the tests fill a database for real.
+fn take_max_pages(url: &str) -> Result<(String, Option<u64>), String> {
+    let Some((base, query)) = url.split_once('?') else { return Ok((url.to_string(), None)) };
+    let mut pages = None;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|kv| match kv.strip_prefix("max_pages=") {
+            Some(v) => {
+                pages = Some(v);
+                false
+            }
+            None => !kv.is_empty(),
+        })
+        .collect();
+    let pages = pages
+        .map(|v| v.parse::<u64>().ok().filter(|n| (1..=u32::MAX as u64).contains(n)).ok_or_else(|| format!("max_pages={v}: expected a page count from 1 to {}", u32::MAX)))
+        .transpose()?;
+    let url = if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) };
+    Ok((url, pages))
+}
+
+/// How long a process waits for another one's schema migration of the same SQLite file.
+const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(120);
+
+/// Serialise opening and migrating a SQLite file across processes: an exclusive `flock` on
+/// the file's folder, held until the returned handle drops. SQLite's own locking cannot do
+/// this (the migrator reads before it writes, in several transactions, so two processes both
+/// see an empty schema); a lock on the database file itself would be released by SQLite's
+/// POSIX locks' close semantics, hence the folder. In-memory databases need none.
+async fn migration_lock(file: &Path) -> std::io::Result<Option<std::fs::File>> {
+    if file.as_os_str().is_empty() || file.to_string_lossy().starts_with(':') {
+        return Ok(None);
+    }
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let f = std::fs::File::open(&dir)?;
+    let give_up = tokio::time::Instant::now() + MIGRATION_LOCK_WAIT;
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(Some(f)),
+            Err(std::fs::TryLockError::WouldBlock) if tokio::time::Instant::now() < give_up => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{} stayed locked for {} s by another flashline process", dir.display(), MIGRATION_LOCK_WAIT.as_secs())));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+    }
+}
+
 /// Format a timestamp the one way the records store it: UTC, milliseconds, `Z`
 /// (`2025-06-01T08:15:02.120Z`, always 24 characters, so text order is time order).
 pub fn format_ts(t: DateTime<Utc>) -> String {
@@ -293,6 +449,15 @@ mod tests {
         assert_eq!(redact("postgres://line:s3cret@db.local/fl"), "postgres://line:***@db.local/fl");
         assert_eq!(redact("postgres://line@db.local/fl"), "postgres://line@db.local/fl");
         assert_eq!(redact("./flashline.db"), "./flashline.db");
+    }
+
+    #[test]
+    fn max_pages_is_flashlines_own_url_parameter() {
+        assert_eq!(take_max_pages("sqlite://a.db").unwrap(), ("sqlite://a.db".into(), None));
+        assert_eq!(take_max_pages("sqlite://a.db?max_pages=300").unwrap(), ("sqlite://a.db".into(), Some(300)));
+        assert_eq!(take_max_pages("sqlite://a.db?mode=rwc&max_pages=9").unwrap(), ("sqlite://a.db?mode=rwc".into(), Some(9)));
+        assert!(take_max_pages("sqlite://a.db?max_pages=0").is_err());
+        assert!(take_max_pages("sqlite://a.db?max_pages=x").is_err());
     }
 
     #[test]

@@ -126,8 +126,15 @@ pub struct AttemptOutcome {
     /// Slot occupancy for this unit in milliseconds (scan-to-result).
     pub cycle_ms: u64,
     /// Serial number written into the unit, if the recipe assigns one. Reserved earlier with
-    /// `reserve_serial`; a pass consumes it, any other result releases it, in the same transaction.
+    /// `reserve_serial_for`; a pass consumes it, any other result frees or voids it (see
+    /// `serial_written`), in the same transaction.
     pub serial_number: Option<u64>,
+    /// Whether the job began writing the serial number into the chip (or the chip may carry it
+    /// from an earlier attempt of the unit): a failed attempt then voids the number instead of
+    /// freeing it, because it may sit in this chip.
+    pub serial_written: bool,
+    /// The job's timed steps, written in the same transaction as the result.
+    pub steps: Vec<StepRecord>,
 }
 
 /// A finished or running attempt as stored, with its steps.

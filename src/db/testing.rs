@@ -26,6 +26,8 @@ use sqlx::Connection;
 pub struct TempPostgres {
     dir: PathBuf,
     port: u16,
+    /// `pg_ctl` arguments to start the server again after [`TempPostgres::stop`].
+    restart: Vec<String>,
     watchdog: Option<Child>,
     pipe: Option<ChildStdin>,
 }
@@ -115,7 +117,7 @@ impl TempPostgres {
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let mut pg = TempPostgres { dir: dir.clone(), port: free_port()?, watchdog: None, pipe: None };
+        let mut pg = TempPostgres { dir: dir.clone(), port: free_port()?, restart: Vec::new(), watchdog: None, pipe: None };
         if is_root() {
             let mut c = Command::new("chown");
             c.arg("postgres:").arg(&dir);
@@ -151,10 +153,11 @@ impl TempPostgres {
             .map_err(|e| format!("cannot start the cluster watchdog: {e}"))?;
         pg.pipe = child.stdin.take();
         pg.watchdog = Some(child);
-        let started = run(
-            as_owner(&bin.join("pg_ctl"), &["-D", &data_s, "-o", &opts, "-l", &log, "-w", "-t", "60", "start"]),
-            "pg_ctl start",
-        );
+        pg.restart = [bin.join("pg_ctl").to_string_lossy().as_ref(), "-D", &data_s, "-o", &opts, "-l", &log, "-w", "-t", "60"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let started = pg.pg_ctl("start");
         if let Err(e) = started {
             let mut tail = String::new();
             if let Ok(mut f) = std::fs::File::open(&log) {
@@ -163,6 +166,28 @@ impl TempPostgres {
             return Err(format!("{e}\nserver log:\n{tail}"));
         }
         Ok(pg)
+    }
+
+    fn pg_ctl(&self, action: &str) -> Result<(), String> {
+        let (prog, args) = self.restart.split_first().ok_or("no pg_ctl")?;
+        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+        if action == "stop" {
+            // -o/-l belong to start only.
+            args = vec![args[0], args[1], "-m", "fast", "-w", "-t", "60"];
+        }
+        args.push(action);
+        run(as_owner(Path::new(prog), &args), &format!("pg_ctl {action}"))
+    }
+
+    /// Stop the server (fast shutdown: connections are cut), as an outage in the middle of a
+    /// shift would.
+    pub fn stop(&self) -> Result<(), String> {
+        self.pg_ctl("stop")
+    }
+
+    /// Start the server again after [`TempPostgres::stop`].
+    pub fn start_again(&self) -> Result<(), String> {
+        self.pg_ctl("start")
     }
 
     /// URL of database `db` on this cluster, as the `postgres` superuser over the unix socket.

@@ -1,14 +1,14 @@
-//! The writes a station makes: an attempt row before the job starts, its steps, its outcome
-//! (committed before the slot shows PASS), rejected scans, crash recovery, the serial pool.
+//! The writes a station makes: an attempt row before the job starts, its outcome with its
+//! steps (one transaction, committed before the slot shows PASS), rejected scans, crash
+//! recovery. The serial-number pool's transitions are in `serials.rs`; they run inside these
+//! transactions. Every write is safe to retry after an error whose commit may or may not have
+//! happened: a retry finds its own earlier work instead of doing it twice.
 
 use chrono::Utc;
 
-use super::{format_ts, to_i64, with_pool, AttemptId, AttemptOutcome, AttemptResult, Ctx, Db, DbError, NewAttempt, Result, StepRecord};
+use super::serials;
+use super::{format_ts, to_i64, write_tx, AttemptId, AttemptOutcome, AttemptResult, Ctx, Db, DbError, NewAttempt, Result, StepRecord};
 use crate::error::FailureClass;
-
-/// How many times a serial reservation is retried when another station took the candidate
-/// number between our read and our write (PostgreSQL only; SQLite writers are serialised).
-const SERIAL_RETRIES: usize = 64;
 
 fn require(what: &str, v: &str) -> Result<()> {
     if v.trim().is_empty() {
@@ -20,7 +20,8 @@ fn require(what: &str, v: &str) -> Result<()> {
 impl Db {
     /// Mark every attempt this station left `running` (the station crashed or was killed while
     /// they ran) as `interrupted`, with failure class `interrupted` and a message saying so, and
-    /// return how many. Serial numbers reserved for those attempts go back to the pool.
+    /// return how many. Serial numbers reserved for those attempts are voided (the station died,
+    /// so nobody knows whether the number reached the chip) and noted on the attempt row.
     /// Call once at station start, before the first job; other stations' rows are not touched.
     pub async fn recover_interrupted(&self, station: &str) -> Result<u64> {
         let now = format_ts(Utc::now());
@@ -28,19 +29,24 @@ impl Db {
             "the station stopped while this attempt ran (found still running when station '{station}' restarted at {now}) — {}",
             FailureClass::Interrupted.hint()
         );
-        with_pool!(self, |p, begin| {
-            let mut tx = begin().await.ctx("recover interrupted attempts: begin")?;
+        let n = write_tx!(self, "recover interrupted attempts", |tx| {
+            // The attempt may have written its number before the station died: void, never free.
+            // The attempt row keeps the number it may have written.
             sqlx::query(
-                "UPDATE serial_numbers SET state = 'free', attempt_id = NULL, updated_at = $2
-                 WHERE state = 'reserved' AND attempt_id IN (
-                     SELECT a.id FROM attempts a JOIN stations s ON s.id = a.station_id
-                     WHERE s.name = $1 AND a.result = 'running')",
+                "UPDATE attempts SET serial_number = (
+                     SELECT sn.number FROM serial_numbers sn WHERE sn.attempt_id = attempts.id AND sn.state = 'reserved')
+                 WHERE result = 'running' AND station_id = (SELECT id FROM stations WHERE name = $1)",
             )
             .bind(station)
-            .bind(&now)
             .execute(&mut *tx)
             .await
-            .ctx("recover interrupted attempts: release their serial numbers")?;
+            .ctx("recover interrupted attempts: note their serial numbers")?;
+            sqlx::query(serials::VOID_INTERRUPTED)
+                .bind(station)
+                .bind(&now)
+                .execute(&mut *tx)
+                .await
+                .ctx("recover interrupted attempts: void their serial numbers")?;
             let n = sqlx::query(
                 "UPDATE attempts SET result = 'interrupted', failure_class = $2, message = $3, finished_at = $4
                  WHERE result = 'running' AND station_id = (SELECT id FROM stations WHERE name = $1)",
@@ -53,12 +59,12 @@ impl Db {
             .await
             .ctx("recover interrupted attempts: mark them")?
             .rows_affected();
-            tx.commit().await.ctx("recover interrupted attempts: commit")?;
-            if n > 0 {
-                tracing::warn!(station, count = n, "attempts left running by a previous run marked interrupted");
-            }
-            Ok(n)
-        })
+            Ok::<_, DbError>(n)
+        })?;
+        if n > 0 {
+            tracing::warn!(station, count = n, "attempts left running by a previous run marked interrupted");
+        }
+        Ok(n)
     }
 
     /// Record the start of a job: upsert the station, programmer, recipe and unit, and insert
@@ -72,8 +78,22 @@ impl Db {
         require("SKU", &a.sku)?;
         require("programmer kind", &a.programmer_kind)?;
         let started = format_ts(a.started_at);
-        with_pool!(self, |p, begin| {
-            let mut tx = begin().await.ctx("begin attempt: open transaction")?;
+        write_tx!(self, "begin attempt", |tx| {
+            // A retry after an error whose commit did happen finds its own row.
+            let again: Option<i64> = sqlx::query_scalar(
+                "SELECT a.id FROM attempts a JOIN units u ON u.id = a.unit_id JOIN stations s ON s.id = a.station_id
+                 WHERE u.serial = $1 AND s.name = $2 AND a.slot = $3 AND a.started_at = $4 AND a.result = 'running'",
+            )
+            .bind(a.serial.as_str())
+            .bind(a.station.as_str())
+            .bind(a.slot.as_str())
+            .bind(&started)
+            .fetch_optional(&mut *tx)
+            .await
+            .ctx("begin attempt: find a retried one")?;
+            if let Some(id) = again {
+                return Ok(AttemptId(id));
+            }
             sqlx::query("INSERT INTO stations (name, first_seen_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
                 .bind(a.station.as_str())
                 .bind(&started)
@@ -154,8 +174,7 @@ impl Db {
             .fetch_one(&mut *tx)
             .await
             .ctx("begin attempt: insert")?;
-            tx.commit().await.ctx("begin attempt: commit")?;
-            Ok(AttemptId(id))
+            Ok::<_, DbError>(AttemptId(id))
         })
     }
 
@@ -169,8 +188,7 @@ impl Db {
             .iter()
             .map(|s| Ok((s.name.as_str(), to_i64("step time (ms)", s.ms)?, s.ok, s.detail.as_str())))
             .collect::<Result<Vec<_>>>()?;
-        with_pool!(self, |p, begin| {
-            let mut tx = begin().await.ctx("add steps: begin")?;
+        write_tx!(self, "add steps", |tx| {
             let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM attempts WHERE id = $1")
                 .bind(id.0)
                 .fetch_optional(&mut *tx)
@@ -196,19 +214,24 @@ impl Db {
                     .await
                     .ctx("add steps: insert")?;
             }
-            tx.commit().await.ctx("add steps: commit")?;
-            Ok(())
+            Ok::<_, DbError>(())
         })
     }
 
-    /// Write how a job ended, in one transaction, committed before it returns (the station
-    /// shows PASS only after this returns `Ok`).
+    /// Write how a job ended — its steps and its result, and the move of its serial number —
+    /// in one transaction, committed before it returns (the station shows PASS only after this
+    /// returns `Ok`).
     ///
-    /// With `serial_number` set: a pass consumes the number (pool state `used`, and the
-    /// attempt's `serial_number` column); any other result releases it to the pool. If the
-    /// number was already consumed by another passing unit this returns
-    /// [`DbError::SerialTaken`] and writes nothing: the attempt stays `running`, and the station
-    /// should finish it again as an error without the number.
+    /// The serial number the attempt holds (`serial_numbers`, owner = this attempt) moves on:
+    /// a pass with `serial_number` set consumes it (`used`); otherwise it is voided when
+    /// `serial_written` says the write began (the number may be in the chip) and freed when it
+    /// did not. A pass whose number this attempt does not hold returns
+    /// [`DbError::SerialTaken`] and writes nothing: the station then finishes the attempt as an
+    /// error.
+    ///
+    /// Idempotent: finishing again with the same outcome (a retry after a commit whose answer
+    /// was lost) finds the attempt already finished that way and returns `Ok` without writing;
+    /// any other second finish is [`DbError::NotRunning`].
     pub async fn finish_attempt(&self, id: AttemptId, o: &AttemptOutcome) -> Result<()> {
         if o.result == AttemptResult::Running {
             return Err(DbError::Invalid(format!("attempt {id}: an outcome cannot be 'running'")));
@@ -217,77 +240,96 @@ impl Db {
         let bytes = to_i64("bytes written", o.bytes_written)?;
         let cycle = to_i64("cycle time (ms)", o.cycle_ms)?;
         let serial = o.serial_number.map(|n| to_i64("serial number", n)).transpose()?;
+        let steps = o
+            .steps
+            .iter()
+            .map(|s| Ok((s.name.as_str(), to_i64("step time (ms)", s.ms)?, s.ok, s.detail.as_str())))
+            .collect::<Result<Vec<_>>>()?;
         let pass = o.result == AttemptResult::Pass;
-        with_pool!(self, |p, begin| {
-            let mut tx = begin().await.ctx("finish attempt: begin")?;
-            let row: Option<(String, String)> = sqlx::query_as(
-                "SELECT a.result, r.sku FROM attempts a JOIN recipes r ON r.id = a.recipe_id WHERE a.id = $1",
-            )
-            .bind(id.0)
-            .fetch_optional(&mut *tx)
-            .await
-            .ctx("finish attempt: find attempt")?;
-            let Some((state, sku)) = row else { return Err(DbError::NoAttempt(id.0)) };
+        write_tx!(self, "finish attempt", |tx| {
+            let row: Option<(String, Option<String>)> =
+                sqlx::query_as("SELECT result, finished_at FROM attempts WHERE id = $1")
+                    .bind(id.0)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .ctx("finish attempt: find attempt")?;
+            let Some((state, done_at)) = row else { return Err(DbError::NoAttempt(id.0)) };
             if state != "running" {
+                if state == o.result.as_str() && done_at.as_deref() == Some(finished.as_str()) {
+                    // Already recorded by an earlier try of this very call.
+                    return Ok(());
+                }
                 return Err(DbError::NotRunning { id: id.0, state });
             }
-            let mut consumed = None;
-            if let Some(n) = serial {
-                if pass {
-                    let took = sqlx::query(
-                        "UPDATE serial_numbers SET state = 'used', attempt_id = $1, updated_at = $2
-                         WHERE sku = $3 AND number = $4 AND state IN ('reserved', 'free')
-                           AND (attempt_id IS NULL OR attempt_id = $1)",
-                    )
-                    .bind(id.0)
-                    .bind(&finished)
-                    .bind(&sku)
-                    .bind(n)
-                    .execute(&mut *tx)
-                    .await
-                    .ctx("finish attempt: consume serial number")?
-                    .rows_affected();
-                    if took == 0 {
-                        // Not in the pool at all (the station minted it itself): record it as used.
-                        let ins = sqlx::query(
-                            "INSERT INTO serial_numbers (sku, number, state, attempt_id, updated_at)
-                             VALUES ($1, $2, 'used', $3, $4) ON CONFLICT (sku, number) DO NOTHING",
-                        )
-                        .bind(&sku)
-                        .bind(n)
+            let held: Option<(String, i64)> =
+                sqlx::query_as(serials::HELD_BY).bind(id.0).fetch_optional(&mut *tx).await.ctx("finish attempt: serial number held")?;
+            let mut recorded_number = None;
+            match (pass, serial, &held) {
+                (true, Some(n), Some((sku, h))) if *h == n => {
+                    let took = sqlx::query(serials::CONSUME)
                         .bind(id.0)
                         .bind(&finished)
+                        .bind(sku)
+                        .bind(n)
                         .execute(&mut *tx)
                         .await
-                        .ctx("finish attempt: record serial number")?
+                        .ctx("finish attempt: consume serial number")?
                         .rows_affected();
-                        if ins == 0 {
-                            let by: Option<i64> = sqlx::query_scalar(
-                                "SELECT attempt_id FROM serial_numbers WHERE sku = $1 AND number = $2",
-                            )
+                    if took != 1 {
+                        return Err(DbError::SerialTaken { sku: sku.clone(), number: n as u64, by: 0 });
+                    }
+                    recorded_number = Some(n);
+                }
+                (true, Some(n), _) => {
+                    // The chip carries a number this attempt does not hold: never record it as
+                    // a pass. Name the holder for the message.
+                    let sku: Option<String> = sqlx::query_scalar(
+                        "SELECT r.sku FROM attempts a JOIN recipes r ON r.id = a.recipe_id WHERE a.id = $1",
+                    )
+                    .bind(id.0)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .ctx("finish attempt: sku")?;
+                    let sku = sku.unwrap_or_default();
+                    let by: Option<Option<i64>> =
+                        sqlx::query_scalar("SELECT attempt_id FROM serial_numbers WHERE sku = $1 AND number = $2")
                             .bind(&sku)
                             .bind(n)
-                            .fetch_one(&mut *tx)
+                            .fetch_optional(&mut *tx)
                             .await
                             .ctx("finish attempt: serial number owner")?;
-                            return Err(DbError::SerialTaken { sku, number: n as u64, by: by.unwrap_or(0) });
-                        }
+                    return Err(DbError::SerialTaken { sku, number: n as u64, by: by.flatten().unwrap_or(0) });
+                }
+                (_, _, Some((_, h))) => {
+                    // Not consumed: voided if the write began (or the outcome does not say which
+                    // number it wrote), freed if the chip never saw it.
+                    let at_risk = o.serial_written || serial != Some(*h);
+                    let sql = if at_risk { serials::VOID } else { serials::FREE };
+                    sqlx::query(sql).bind(id.0).bind(&finished).execute(&mut *tx).await.ctx("finish attempt: serial number")?;
+                    if at_risk {
+                        recorded_number = Some(*h);
                     }
-                    consumed = Some(n);
-                } else {
-                    sqlx::query(
-                        "UPDATE serial_numbers SET state = 'free', attempt_id = NULL, updated_at = $1
-                         WHERE sku = $2 AND number = $3 AND state = 'reserved'",
-                    )
-                    .bind(&finished)
-                    .bind(&sku)
-                    .bind(n)
+                }
+                (_, _, None) => {}
+            }
+            let base: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM steps WHERE attempt_id = $1")
+                .bind(id.0)
+                .fetch_one(&mut *tx)
+                .await
+                .ctx("finish attempt: last step number")?;
+            for (i, (name, ms, ok, detail)) in steps.iter().enumerate() {
+                sqlx::query("INSERT INTO steps (attempt_id, seq, name, ms, ok, detail) VALUES ($1, $2, $3, $4, $5, $6)")
+                    .bind(id.0)
+                    .bind(base + 1 + i as i64)
+                    .bind(*name)
+                    .bind(*ms)
+                    .bind(*ok)
+                    .bind(*detail)
                     .execute(&mut *tx)
                     .await
-                    .ctx("finish attempt: release serial number")?;
-                }
+                    .ctx("finish attempt: step")?;
             }
-            sqlx::query(
+            let n = sqlx::query(
                 "UPDATE attempts SET result = $2, failure_class = $3, message = $4, signature = $5,
                         fuses_before = $6, fuses_after = $7, lock_before = $8, lock_after = $9,
                         bytes_written = $10, finished_at = $11, cycle_ms = $12, serial_number = $13
@@ -305,12 +347,15 @@ impl Db {
             .bind(bytes)
             .bind(&finished)
             .bind(cycle)
-            .bind(consumed)
+            .bind(recorded_number)
             .execute(&mut *tx)
             .await
-            .ctx("finish attempt: update")?;
-            tx.commit().await.ctx("finish attempt: commit")?;
-            Ok(())
+            .ctx("finish attempt: update")?
+            .rows_affected();
+            if n != 1 {
+                return Err(DbError::NotRunning { id: id.0, state: "finished meanwhile".into() });
+            }
+            Ok::<_, DbError>(())
         })
     }
 
@@ -318,8 +363,7 @@ impl Db {
     pub async fn reject_scan(&self, station: &str, slot: Option<&str>, raw: &str, reason: &str) -> Result<()> {
         require("station name", station)?;
         let now = format_ts(Utc::now());
-        with_pool!(self, |p, begin| {
-            let mut tx = begin().await.ctx("reject scan: begin")?;
+        write_tx!(self, "reject scan", |tx| {
             sqlx::query("INSERT INTO stations (name, first_seen_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
                 .bind(station)
                 .bind(&now)
@@ -338,116 +382,7 @@ impl Db {
             .execute(&mut *tx)
             .await
             .ctx("reject scan: insert")?;
-            tx.commit().await.ctx("reject scan: commit")?;
-            Ok(())
+            Ok::<_, DbError>(())
         })
-    }
-
-    /// Reserve the next serial number of `sku`, at least `start`: the lowest released number
-    /// first, else one past the highest ever handed out. Concurrent slots and stations never
-    /// get the same number. Pass it to `finish_attempt` (a pass consumes it, anything else
-    /// releases it) or give it back with [`Db::release_serial`].
-    pub async fn reserve_serial(&self, sku: &str, start: u64) -> Result<u64> {
-        self.reserve(sku, start, None).await
-    }
-
-    /// Like [`Db::reserve_serial`], tied to an attempt: if the station dies during that attempt,
-    /// `recover_interrupted` releases the number.
-    pub async fn reserve_serial_for(&self, attempt: AttemptId, sku: &str, start: u64) -> Result<u64> {
-        self.reserve(sku, start, Some(attempt.0)).await
-    }
-
-    async fn reserve(&self, sku: &str, start: u64, attempt: Option<i64>) -> Result<u64> {
-        require("SKU", sku)?;
-        let start = to_i64("serial number start", start)?;
-        for _ in 0..SERIAL_RETRIES {
-            let now = format_ts(Utc::now());
-            let got: Option<i64> = with_pool!(self, |p, begin| {
-                let mut tx = begin().await.ctx("reserve serial number: begin")?;
-                let free: Option<i64> = sqlx::query_scalar(
-                    "SELECT MIN(number) FROM serial_numbers WHERE sku = $1 AND state = 'free' AND number >= $2",
-                )
-                .bind(sku)
-                .bind(start)
-                .fetch_one(&mut *tx)
-                .await
-                .ctx("reserve serial number: find a released one")?;
-                let took = if let Some(n) = free {
-                    let r = sqlx::query(
-                        "UPDATE serial_numbers SET state = 'reserved', attempt_id = $3, updated_at = $4
-                         WHERE sku = $1 AND number = $2 AND state = 'free'",
-                    )
-                    .bind(sku)
-                    .bind(n)
-                    .bind(attempt)
-                    .bind(&now)
-                    .execute(&mut *tx)
-                    .await
-                    .ctx("reserve serial number: take a released one")?
-                    .rows_affected();
-                    (r == 1).then_some(n)
-                } else {
-                    let highest: Option<i64> = sqlx::query_scalar("SELECT MAX(number) FROM serial_numbers WHERE sku = $1")
-                        .bind(sku)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .ctx("reserve serial number: highest")?;
-                    let next = match highest {
-                        Some(h) if h >= start => h.checked_add(1).ok_or_else(|| DbError::SerialPool {
-                            sku: sku.into(),
-                            reason: "the number range is exhausted".into(),
-                        })?,
-                        _ => start,
-                    };
-                    let r = sqlx::query(
-                        "INSERT INTO serial_numbers (sku, number, state, attempt_id, updated_at)
-                         VALUES ($1, $2, 'reserved', $3, $4) ON CONFLICT (sku, number) DO NOTHING",
-                    )
-                    .bind(sku)
-                    .bind(next)
-                    .bind(attempt)
-                    .bind(&now)
-                    .execute(&mut *tx)
-                    .await
-                    .ctx("reserve serial number: mint")?
-                    .rows_affected();
-                    (r == 1).then_some(next)
-                };
-                if took.is_some() {
-                    tx.commit().await.ctx("reserve serial number: commit")?;
-                } else {
-                    tx.rollback().await.ctx("reserve serial number: rollback")?;
-                }
-                Ok::<_, DbError>(took)
-            })?;
-            if let Some(n) = got {
-                return Ok(n as u64);
-            }
-        }
-        Err(DbError::SerialPool {
-            sku: sku.into(),
-            reason: format!("no number could be reserved after {SERIAL_RETRIES} tries (heavy contention)"),
-        })
-    }
-
-    /// Give a reserved, unconsumed serial number back to the pool. Numbers already consumed by
-    /// a passing unit are never released. Returns whether the number was reserved.
-    pub async fn release_serial(&self, sku: &str, number: u64) -> Result<bool> {
-        let n = to_i64("serial number", number)?;
-        let now = format_ts(Utc::now());
-        let r = with_pool!(self, |p| {
-            sqlx::query(
-                "UPDATE serial_numbers SET state = 'free', attempt_id = NULL, updated_at = $3
-                 WHERE sku = $1 AND number = $2 AND state = 'reserved'",
-            )
-            .bind(sku)
-            .bind(n)
-            .bind(&now)
-            .execute(p)
-            .await
-            .ctx("release serial number")?
-            .rows_affected()
-        });
-        Ok(r == 1)
     }
 }

@@ -228,6 +228,31 @@ impl SimTarget {
         self.apply_stuck_bits();
     }
 
+    /// What the chip holds now, to be seated again later ([`crate::sim::boards`]).
+    pub fn board_state(&self) -> crate::sim::boards::BoardState {
+        crate::sim::boards::BoardState {
+            part: self.part.id.to_string(),
+            flash: self.flash.clone(),
+            eeprom: self.eeprom.clone(),
+            fuses: self.fuses,
+            lock: self.lock,
+        }
+    }
+
+    /// Give the chip the contents it had when it was last taken out. Returns `false` (and
+    /// changes nothing) when the state is of another part.
+    pub fn restore(&mut self, b: &crate::sim::boards::BoardState) -> bool {
+        if b.part != self.part.id || b.flash.len() != self.flash.len() || b.eeprom.len() != self.eeprom.len() {
+            return false;
+        }
+        self.flash.copy_from_slice(&b.flash);
+        self.eeprom.copy_from_slice(&b.eeprom);
+        self.fuses = b.fuses;
+        self.lock = b.lock;
+        self.apply_stuck_bits();
+        true
+    }
+
     /// Set fuses directly (as if programmed earlier).
     pub fn preload_fuse(&mut self, kind: FuseKind, value: u8) {
         self.fuses[kind as usize] = value;

@@ -26,6 +26,9 @@ pub struct StationConfig {
     /// Ask for the operator's name at start when `--operator` is not given.
     #[serde(default)]
     pub operator_prompt: bool,
+    /// Simulated slots: keep each unit's chip in this directory between attempts (relative to
+    /// the station file), so retests seat the same chip and chips can be read back after a run.
+    pub sim_boards: Option<PathBuf>,
     pub slots: Vec<SlotConfig>,
 }
 
@@ -75,6 +78,8 @@ pub struct Station {
     pub name: String,
     pub operator_prompt: bool,
     pub slots: Vec<Slot>,
+    /// Simulated slots' board rack (resolved against the station file's folder).
+    pub sim_boards: Option<PathBuf>,
     /// Where it was loaded from (for messages).
     pub path: PathBuf,
 }
@@ -160,7 +165,8 @@ impl Station {
                 timing: s.timing,
             });
         }
-        Ok(Station { name: raw.station, operator_prompt: raw.operator_prompt, slots, path: path.to_owned() })
+        let sim_boards = raw.sim_boards.map(|d| if d.is_relative() { path.parent().unwrap_or(Path::new(".")).join(d) } else { d });
+        Ok(Station { name: raw.station, operator_prompt: raw.operator_prompt, slots, sim_boards, path: path.to_owned() })
     }
 }
 

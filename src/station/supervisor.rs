@@ -11,11 +11,14 @@
 //!    the slot shown PASS/FAIL.
 //!
 //! Slot failures are isolated: a programmer that disappears takes its slot offline with the
-//! reason; the other slots keep going.
+//! reason; the other slots keep going. Records that cannot be written (disk full, database
+//! down) blame no slot: every write goes through the [`Recorder`](super::recorder), which
+//! holds new jobs back and retries until the records are writable again. One unit's way
+//! through a slot is in [`super::unit`].
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use rand::{Rng, SeedableRng};
@@ -24,14 +27,13 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::build::Production;
-use crate::db::{AttemptOutcome, AttemptResult, Db, NewAttempt, StepRecord};
-use crate::recipe::{SerialMemory, SerialWrite};
-use crate::error::FailureClass;
-use crate::job::{self, JobEvent, JobPlan, JobReport, JobResult};
-use crate::programmer::{self, Programmer, ProgrammerKind, ProgrammerSpec};
+use crate::db::{Db, DbError};
+use crate::programmer::ProgrammerSpec;
+use crate::sim::boards::BoardRack;
 use crate::sim::{Fault, SimOptions};
 
 use super::config::{Slot, Station};
+use super::recorder::{Recorder, RecordsState, Unrecorded};
 use super::scan::{parse_line, Scan};
 
 /// Everything that happens on a station, for displays (terminal, `--json`, web dashboard).
@@ -56,6 +58,10 @@ pub enum StationEvent {
         cycle_ms: u64,
         serial_number: Option<u64>,
     },
+    /// Records cannot be written: no job starts until they can (`reason` names the root cause).
+    RecordsUnavailable { reason: String },
+    /// Records are writable again after `after_ms`; the station resumes by itself.
+    RecordsAvailable { after_ms: u64 },
     Totals(Totals),
     Stopped(Totals),
 }
@@ -80,6 +86,9 @@ pub struct Totals {
     pub units: u64,
     /// Distinct units whose latest attempt passed.
     pub units_passed: u64,
+    /// Results (and scans) that could not be recorded: the boards must be set aside. Not in
+    /// `attempts`, which counts what the records hold.
+    pub unrecorded: u64,
 }
 
 impl Totals {
@@ -114,31 +123,36 @@ pub enum Submit {
 /// Errors that stop a station from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum StationError {
-    #[error("database: {0}")]
-    Db(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
     #[error("{0}")]
     Config(String),
 }
 
-struct Work {
-    serial: String,
+/// After Stop (scans ended, SIGTERM, the dashboard's Stop), how long the station keeps trying to
+/// record results while the records are unavailable before it gives up and says which boards
+/// are not recorded.
+pub const STOP_GRACE: Duration = Duration::from_secs(30);
+
+pub(super) struct Work {
+    pub(super) serial: String,
 }
 
-struct Shared {
-    status: Vec<SlotStatus>,
-    in_progress: HashSet<String>,
-    totals: Totals,
+pub(super) struct Shared {
+    pub(super) status: Vec<SlotStatus>,
+    pub(super) in_progress: HashSet<String>,
+    pub(super) totals: Totals,
     /// Per slot: the last unit that finished there and whether it passed (for retest).
-    last_unit: Vec<Option<(String, bool)>>,
+    pub(super) last_unit: Vec<Option<(String, bool)>>,
     /// Per slot: the identity of its programmer, once it is online.
-    programmers: Vec<Option<String>>,
+    pub(super) programmers: Vec<Option<String>>,
 }
 
 /// A running station.
 pub struct Supervisor {
     station: Arc<Station>,
     production: Arc<Production>,
-    db: Db,
+    rec: Arc<Recorder>,
     events: broadcast::Sender<StationEvent>,
     shared: Arc<Mutex<Shared>>,
     changed_tx: Arc<watch::Sender<u64>>,
@@ -148,20 +162,21 @@ pub struct Supervisor {
     serial_pattern: Option<regex::Regex>,
 }
 
-/// Bound on one unit's whole job, beyond the job's own per-step timeouts: a backstop so a
-/// slot can never hang forever.
-const UNIT_BACKSTOP: Duration = Duration::from_secs(600);
-
 impl Supervisor {
     /// Recover interrupted attempts, open every programmer (in parallel) and start the slots.
     pub async fn start(station: Station, production: Arc<Production>, db: Db, operator: String) -> Result<Supervisor, StationError> {
         let station = Arc::new(station);
         let serial_pattern = production.serial.as_ref().and_then(|s| s.pattern.clone());
-        let recovered = db.recover_interrupted(&station.name).await.map_err(|e| StationError::Db(e.to_string()))?;
+        let recovered = db.recover_interrupted(&station.name).await?;
+        let rack = match &station.sim_boards {
+            Some(dir) => Some(BoardRack::open(dir).map_err(|e| StationError::Config(format!("{}: sim_boards {}: {e}", station.path.display(), dir.display())))?),
+            None => None,
+        };
         if recovered > 0 {
             tracing::warn!(recovered, station = %station.name, "attempts left running by a previous crash were marked interrupted");
         }
         let (events, _) = broadcast::channel(65536);
+        let rec = Arc::new(Recorder::new(db, events.clone()));
         let (changed_tx, changed_rx) = watch::channel(0u64);
         let changed_tx = Arc::new(changed_tx);
         let shared = Arc::new(Mutex::new(Shared {
@@ -192,7 +207,8 @@ impl Supervisor {
                 slot: slot.clone(),
                 station: station.clone(),
                 production: production.clone(),
-                db: db.clone(),
+                rec: rec.clone(),
+                rack: rack.clone(),
                 events: events.clone(),
                 shared: shared.clone(),
                 changed: changed_tx.clone(),
@@ -200,9 +216,9 @@ impl Supervisor {
                 recipe_name: recipe_name.clone(),
                 session_started,
             };
-            tasks.push(tokio::spawn(slot_task(ctx, rx)));
+            tasks.push(tokio::spawn(super::unit::slot_task(ctx, rx)));
         }
-        Ok(Supervisor { station, production, db, events, shared, changed_tx, changed_rx, senders: Mutex::new(senders), tasks: Mutex::new(tasks), serial_pattern })
+        Ok(Supervisor { station, production, rec, events, shared, changed_tx, changed_rx, senders: Mutex::new(senders), tasks: Mutex::new(tasks), serial_pattern })
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<StationEvent> {
@@ -237,15 +253,39 @@ impl Supervisor {
         self.shared.lock().unwrap().totals.clone()
     }
 
+    /// Whether the records can be written now (the station starts no job while they cannot).
+    pub fn records_state(&self) -> RecordsState {
+        self.rec.state()
+    }
+
+    /// What could not be recorded so far (results, refused scans), for the front end to print
+    /// after [`Supervisor::finish`] and to exit non-zero with.
+    pub fn unrecorded(&self) -> Vec<Unrecorded> {
+        self.rec.unrecorded()
+    }
+
     async fn reject(&self, raw: &str, slot: Option<&str>, reason: String) -> Submit {
-        if let Err(e) = self.db.reject_scan(&self.station.name, slot, raw, &reason).await {
-            tracing::error!(error = %e, "could not record a rejected scan");
-        }
+        // Recorded like every other write: while the records are unavailable this waits (the
+        // scan intake waits with it), so no refusal is lost.
+        let station = self.station.name.as_str();
+        let written = self.rec.write(|| self.rec.db().reject_scan(station, slot, raw, &reason)).await;
         let totals = {
             let mut sh = self.shared.lock().unwrap();
-            sh.totals.rejected_scans += 1;
+            match &written {
+                Ok(()) => sh.totals.rejected_scans += 1,
+                Err(_) => sh.totals.unrecorded += 1,
+            }
             sh.totals.clone()
         };
+        if let Err(e) = written {
+            self.rec.note_unrecorded(Unrecorded {
+                slot: slot.map(str::to_string),
+                serial: raw.to_string(),
+                attempt_id: None,
+                what: format!("rejected scan ({reason})"),
+                error: e.to_string(),
+            });
+        }
         let _ = self.events.send(StationEvent::ScanRejected { raw: raw.to_string(), slot: slot.map(str::to_string), reason: reason.clone() });
         let _ = self.events.send(StationEvent::Totals(totals));
         Submit::Rejected { reason }
@@ -352,8 +392,16 @@ impl Supervisor {
     }
 
     /// Stop taking scans, let running jobs finish and record, and return the session totals.
+    /// While the records are unavailable, results are retried for [`STOP_GRACE`]; what still
+    /// could not be recorded is in [`Supervisor::unrecorded`] (and `Totals::unrecorded`).
     pub async fn finish(&self) -> Totals {
+        self.finish_within(STOP_GRACE).await
+    }
+
+    /// [`Supervisor::finish`] with another grace period.
+    pub async fn finish_within(&self, grace: Duration) -> Totals {
         self.senders.lock().unwrap().clear();
+        self.rec.stop_after(grace);
         let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.tasks.lock().unwrap());
         for t in tasks {
             let _ = t.await;
@@ -365,28 +413,31 @@ impl Supervisor {
     }
 }
 
-struct SlotCtx {
-    idx: usize,
-    slot: Slot,
-    station: Arc<Station>,
-    production: Arc<Production>,
-    db: Db,
-    events: broadcast::Sender<StationEvent>,
-    shared: Arc<Mutex<Shared>>,
-    changed: Arc<watch::Sender<u64>>,
-    operator: String,
-    recipe_name: String,
+/// What a slot task needs: its slot, the station's shared state, the recorder.
+pub(super) struct SlotCtx {
+    pub(super) idx: usize,
+    pub(super) slot: Slot,
+    pub(super) station: Arc<Station>,
+    pub(super) production: Arc<Production>,
+    pub(super) rec: Arc<Recorder>,
+    /// Simulated slots: where the boards keep their chips between attempts (`sim_boards:`).
+    pub(super) rack: Option<BoardRack>,
+    pub(super) events: broadcast::Sender<StationEvent>,
+    pub(super) shared: Arc<Mutex<Shared>>,
+    pub(super) changed: Arc<watch::Sender<u64>>,
+    pub(super) operator: String,
+    pub(super) recipe_name: String,
     /// When this session began: totals count the units whose attempts started since.
-    session_started: chrono::DateTime<Utc>,
+    pub(super) session_started: chrono::DateTime<Utc>,
 }
 
 impl SlotCtx {
-    fn online(&self, programmer: String) {
+    pub(super) fn online(&self, programmer: String) {
         self.shared.lock().unwrap().programmers[self.idx] = Some(programmer.clone());
         let _ = self.events.send(StationEvent::SlotOnline { slot: self.slot.name.clone(), programmer });
     }
 
-    fn set_status(&self, st: SlotStatus) {
+    pub(super) fn set_status(&self, st: SlotStatus) {
         {
             let mut sh = self.shared.lock().unwrap();
             // Offline is sticky: a finished job must not bring a dead slot back.
@@ -397,13 +448,13 @@ impl SlotCtx {
         self.changed.send_modify(|g| *g += 1);
     }
 
-    fn offline(&self, reason: String) {
+    pub(super) fn offline(&self, reason: String) {
         tracing::error!(slot = %self.slot.name, %reason, "slot offline");
         self.set_status(SlotStatus::Offline { reason: reason.clone() });
         let _ = self.events.send(StationEvent::SlotOffline { slot: self.slot.name.clone(), reason });
     }
 
-    fn spec(&self, sim: SimOptions) -> ProgrammerSpec {
+    pub(super) fn spec(&self, sim: SimOptions) -> ProgrammerSpec {
         let mut spec = ProgrammerSpec::new(self.slot.kind, self.slot.name.clone());
         spec.port = self.slot.port.clone();
         spec.baud = self.slot.baud;
@@ -415,7 +466,7 @@ impl SlotCtx {
 
     /// The simulated board seated for this attempt: carries the slot's fault with the slot's
     /// rate, decided reproducibly from the serial and attempt number.
-    fn sim_options(&self, serial: &str, attempt: i64) -> SimOptions {
+    pub(super) fn sim_options(&self, serial: &str, attempt: i64) -> SimOptions {
         let seed = serial.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3)) ^ (attempt as u64).wrapping_mul(0x9E3779B97F4A7C15);
         let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
         let fault = if self.slot.fault != Fault::None && rng.gen_bool(self.slot.fault_rate) { self.slot.fault.clone() } else { Fault::None };
@@ -423,311 +474,6 @@ impl SlotCtx {
         o.seed = seed;
         o
     }
-}
-
-async fn slot_task(ctx: SlotCtx, mut rx: mpsc::Receiver<Work>) {
-    // Real programmers are opened once and kept; simulated ones get a fresh board per unit.
-    let mut prog: Option<Box<dyn Programmer>> = None;
-    if ctx.slot.kind != ProgrammerKind::Sim {
-        match programmer::open(&ctx.spec(SimOptions::default()), ctx.production.part).await {
-            Ok(p) => {
-                ctx.online(p.info().to_string());
-                prog = Some(p);
-            }
-            Err(e) => ctx.offline(e.message),
-        }
-    } else {
-        ctx.online(format!("sim:{}", ctx.slot.name));
-    }
-    while let Some(work) = rx.recv().await {
-        let serial = work.serial;
-        let offline_reason = match tokio::time::timeout(UNIT_BACKSTOP, run_unit(&ctx, &mut prog, &serial)).await {
-            Ok(r) => r,
-            Err(_) => Some(format!("unit {serial} did not finish within {} s: the slot is stopped", UNIT_BACKSTOP.as_secs())),
-        };
-        {
-            let mut sh = ctx.shared.lock().unwrap();
-            sh.in_progress.remove(&serial);
-        }
-        match offline_reason {
-            Some(reason) => ctx.offline(reason),
-            None => ctx.set_status(SlotStatus::Idle),
-        }
-    }
-    if let Some(mut p) = prog {
-        let _ = p.close().await;
-    }
-}
-
-/// Run and record one unit. Returns `Some(reason)` when the slot must go offline.
-async fn run_unit(ctx: &SlotCtx, prog: &mut Option<Box<dyn Programmer>>, serial: &str) -> Option<String> {
-    let p = &ctx.production;
-    let started = Instant::now();
-    let started_at = Utc::now();
-    let identity = match prog {
-        Some(pr) => pr.info(),
-        None => programmer::ProgrammerInfo { kind: ProgrammerKind::Sim, identity: format!("sim:{}", ctx.slot.name) },
-    };
-    let new = NewAttempt {
-        serial: serial.to_string(),
-        sku: p.recipe.sku.clone(),
-        recipe: ctx.recipe_name.clone(),
-        recipe_sha256: p.recipe_sha256.clone(),
-        image_sha256: p.image_sha256.clone(),
-        station: ctx.station.name.clone(),
-        slot: ctx.slot.name.clone(),
-        programmer_kind: identity.kind.name().to_string(),
-        programmer_identity: identity.identity.clone(),
-        operator: ctx.operator.clone(),
-        started_at,
-    };
-    let attempt_id = match ctx.db.begin_attempt(&new).await {
-        Ok(b) => b,
-        Err(e) => {
-            // Never program a board we cannot record.
-            let msg = format!("database: could not record the attempt ({e}); the board was not touched — check the database and restart");
-            let _ = ctx.events.send(StationEvent::JobFinished {
-                slot: ctx.slot.name.clone(),
-                serial: serial.to_string(),
-                attempt: 0,
-                result: "error".into(),
-                failure_class: Some(FailureClass::Internal.as_str().into()),
-                message: Some(msg.clone()),
-                cycle_ms: started.elapsed().as_millis() as u64,
-                serial_number: None,
-            });
-            return Some(msg);
-        }
-    };
-    // The unit's attempt number across stations and restarts, as the record has it.
-    let attempt_no = ctx.db.attempt_no(attempt_id).await.map(|n| n as i64).unwrap_or(0);
-    let _ = ctx.events.send(StationEvent::JobStarted { slot: ctx.slot.name.clone(), serial: serial.to_string(), attempt: attempt_no, attempt_id: attempt_id.0 });
-
-    // Plan: the production image, plus this unit's serial number when the recipe writes one.
-    let mut plan = JobPlan::new(p.part, p.image.clone());
-    plan.fuses = p.fuses;
-    plan.lock = p.lock;
-    plan.verify = p.verify;
-    let mut serial_number = None;
-    let mut setup_error = None;
-    if let Some((rule, w)) = p.serial.as_ref().and_then(|s| s.write.as_ref().map(|w| (s, w))) {
-        match ctx.db.reserve_serial_for(attempt_id, &p.recipe.sku, w.start).await {
-            Ok(n) => {
-                serial_number = Some(n);
-                match rule.render(n) {
-                    Ok(bytes) => {
-                        if let Err(e) = apply_serial(&mut plan, w, &bytes) {
-                            setup_error = Some(e);
-                        }
-                    }
-                    Err(e) => setup_error = Some(e.to_string()),
-                }
-            }
-            Err(e) => setup_error = Some(format!("database: could not reserve a serial number: {e}")),
-        }
-    }
-
-    let mut report: Option<JobReport> = None;
-    if setup_error.is_none() {
-        let slot_name = ctx.slot.name.clone();
-        let events = ctx.events.clone();
-        let serial_s = serial.to_string();
-        let mut last_pct: u64 = u64::MAX;
-        let mut on_event = move |ev: JobEvent| {
-            let out = match ev {
-                JobEvent::StepStarted { step } => {
-                    last_pct = u64::MAX;
-                    Some(StationEvent::Step { slot: slot_name.clone(), serial: serial_s.clone(), step: step.name().into(), state: StepState::Started, ms: None })
-                }
-                JobEvent::StepFinished { step, ms } => Some(StationEvent::Step { slot: slot_name.clone(), serial: serial_s.clone(), step: step.name().into(), state: StepState::Finished, ms: Some(ms) }),
-                JobEvent::StepFailed { step, ms, .. } => Some(StationEvent::Step { slot: slot_name.clone(), serial: serial_s.clone(), step: step.name().into(), state: StepState::Failed, ms: Some(ms) }),
-                JobEvent::Progress { step, done, total } => {
-                    // At most ~50 progress events per step: displays need no more.
-                    let pct = (done * 50).checked_div(total).unwrap_or(100);
-                    if pct == last_pct {
-                        None
-                    } else {
-                        last_pct = pct;
-                        Some(StationEvent::Progress { slot: slot_name.clone(), serial: serial_s.clone(), step: step.name().into(), done, total })
-                    }
-                }
-                JobEvent::Note { message, .. } => Some(StationEvent::Note { slot: slot_name.clone(), serial: serial_s.clone(), message }),
-            };
-            if let Some(e) = out {
-                let _ = events.send(e);
-            }
-        };
-        report = match prog {
-            Some(pr) => Some(job::run_job(pr.as_mut(), &plan, &mut on_event).await),
-            None => {
-                let spec = ctx.spec(ctx.sim_options(serial, attempt_no));
-                match programmer::open(&spec, p.part).await {
-                    Ok(mut sim) => {
-                        let r = job::run_job(sim.as_mut(), &plan, &mut on_event).await;
-                        let _ = sim.close().await;
-                        Some(r)
-                    }
-                    Err(e) => {
-                        setup_error = Some(e.message);
-                        None
-                    }
-                }
-            }
-        };
-    }
-
-    let cycle_ms = started.elapsed().as_millis() as u64;
-    let (result, class, message) = match (&report, &setup_error) {
-        (_, Some(e)) => (JobResult::Error, Some(FailureClass::Config), Some(e.clone())),
-        (Some(r), None) => (r.result, r.failure_class, r.message.clone()),
-        (None, None) => (JobResult::Error, Some(FailureClass::Internal), Some("job did not run".into())),
-    };
-    let passed = result == JobResult::Pass;
-    let steps: Vec<StepRecord> = report
-        .as_ref()
-        .map(|r| r.steps.iter().map(|s| StepRecord { name: s.step.name().to_string(), ms: s.ms, ok: s.ok, detail: String::new() }).collect())
-        .unwrap_or_default();
-    let outcome = AttemptOutcome {
-        result: match result {
-            JobResult::Pass => AttemptResult::Pass,
-            JobResult::Fail => AttemptResult::Fail,
-            JobResult::Error => AttemptResult::Error,
-        },
-        failure_class: class.map(|c| c.as_str().to_string()),
-        message: message.clone(),
-        signature: report.as_ref().and_then(|r| r.signature.clone()),
-        fuses_before: report.as_ref().and_then(|r| opt_fuses(&r.fuses_before)),
-        fuses_after: report.as_ref().and_then(|r| opt_fuses(&r.fuses_after)),
-        lock_before: report.as_ref().and_then(|r| r.lock_before.map(|l| format!("{l:02X}"))),
-        lock_after: report.as_ref().and_then(|r| r.lock_after.map(|l| format!("{l:02X}"))),
-        bytes_written: report.as_ref().map(|r| r.bytes_written).unwrap_or(0),
-        finished_at: Utc::now(),
-        cycle_ms,
-        serial_number,
-    };
-    // Record, retrying a little: the result must be committed before the slot shows it.
-    let mut recorded = Err(String::new());
-    for i in 0..5 {
-        let r = async {
-            ctx.db.add_steps(attempt_id, &steps).await?;
-            ctx.db.finish_attempt(attempt_id, &outcome).await
-        }
-        .await;
-        match r {
-            Ok(()) => {
-                recorded = Ok(());
-                break;
-            }
-            Err(e) => {
-                recorded = Err(e.to_string());
-                tokio::time::sleep(Duration::from_millis(100 * (i + 1))).await;
-            }
-        }
-    }
-    if !passed {
-        if let Some(n) = serial_number {
-            if let Err(e) = ctx.db.release_serial(&p.recipe.sku, n).await {
-                tracing::error!(error = %e, n, "could not release a serial number");
-            }
-        }
-    }
-    if let Err(e) = recorded {
-        let msg = format!("database: the result of {serial} could not be recorded ({e}); the attempt stays 'running' and will be marked interrupted — retest this board");
-        let _ = ctx.events.send(StationEvent::JobFinished {
-            slot: ctx.slot.name.clone(),
-            serial: serial.to_string(),
-            attempt: attempt_no,
-            result: "error".into(),
-            failure_class: Some(FailureClass::Internal.as_str().into()),
-            message: Some(msg.clone()),
-            cycle_ms,
-            serial_number: None,
-        });
-        return Some(msg);
-    }
-
-    // Distinct units and units whose latest attempt passed, from the records: the unit's
-    // previous finished attempt on this station in this session (if any) says whether it is
-    // new and whether it was counted as passed. No per-unit set grows in memory.
-    let previous = match ctx.db.previous_result_since(attempt_id, ctx.session_started).await {
-        Ok(r) => Some(r),
-        Err(e) => {
-            tracing::warn!(error = %e, serial, "session totals: could not read the unit's previous attempt; unit counts skip this one");
-            None
-        }
-    };
-    let totals = {
-        let mut sh = ctx.shared.lock().unwrap();
-        let t = &mut sh.totals;
-        t.attempts += 1;
-        match result {
-            JobResult::Pass => t.passed += 1,
-            JobResult::Fail => t.failed += 1,
-            JobResult::Error => t.errors += 1,
-        }
-        if let Some(previous) = previous {
-            let was_passed = previous == Some(AttemptResult::Pass);
-            if previous.is_none() {
-                t.units += 1;
-            }
-            match (was_passed, passed) {
-                (false, true) => t.units_passed += 1,
-                (true, false) => t.units_passed = t.units_passed.saturating_sub(1),
-                _ => {}
-            }
-        }
-        if let Some(l) = sh.last_unit.get_mut(ctx.idx) {
-            *l = Some((serial.to_string(), passed));
-        }
-        sh.totals.clone()
-    };
-    let _ = ctx.events.send(StationEvent::JobFinished {
-        slot: ctx.slot.name.clone(),
-        serial: serial.to_string(),
-        attempt: attempt_no,
-        result: result.as_str().to_string(),
-        failure_class: class.map(|c| c.as_str().to_string()),
-        message,
-        cycle_ms,
-        serial_number: if passed { serial_number } else { None },
-    });
-    let _ = ctx.events.send(StationEvent::Totals(totals));
-
-    if let Some(c) = class {
-        if c.takes_slot_offline() {
-            if let Some(mut pr) = prog.take() {
-                let _ = pr.close().await;
-            }
-            return Some(outcome.message.clone().unwrap_or_else(|| c.hint().to_string()));
-        }
-        if ctx.slot.kind == ProgrammerKind::Sim && c == FailureClass::ProgrammerGone {
-            return Some(c.hint().to_string());
-        }
-    }
-    None
-}
-
-/// `L:5E H:D9 E:F3`, the form records keep; `None` when nothing was read.
-fn opt_fuses(f: &crate::part::FuseSet) -> Option<String> {
-    (!f.is_empty()).then(|| f.to_string())
-}
-
-/// Put a rendered serial number into the job: EEPROM bytes become the job's EEPROM image,
-/// flash bytes join the flash image (the recipe check keeps them clear of the image's data).
-fn apply_serial(plan: &mut JobPlan, w: &SerialWrite, bytes: &[u8]) -> Result<(), String> {
-    match w.memory {
-        SerialMemory::Eeprom => {
-            let mut im = plan.eeprom.take().unwrap_or_default();
-            im.insert(w.address, bytes).map_err(|c| format!("serial number overlaps EEPROM data at 0x{:04X}", c.addr))?;
-            plan.eeprom = Some(im);
-        }
-        SerialMemory::Flash => {
-            plan.image
-                .insert(w.address, bytes)
-                .map_err(|c| format!("serial number overlaps image data at 0x{:05X}", c.addr))?;
-        }
-    }
-    Ok(())
 }
 
 /// The name records use for a recipe: its file stem, or its folder for `…/NAME/recipe.yaml`.

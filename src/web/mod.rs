@@ -148,6 +148,9 @@ impl Dashboard {
         m.recipe = crate::station::supervisor::recipe_name(&p.recipe_path, &p.recipe.sku);
         m.operator = operator;
         m.totals = sup.totals().into();
+        if let crate::station::RecordsState::Unavailable { reason } = sup.records_state() {
+            m.records_unavailable = Some(reason);
+        }
         let model = Arc::new(Mutex::new(m));
         let (tx, _) = broadcast::channel(4096);
         let feeder = tokio::spawn(feed_live(sup.clone(), rx, model.clone(), tx.clone()));

@@ -96,6 +96,8 @@ pub struct Model {
     pub recent: VecDeque<Recent>,
     /// The station is finishing its last jobs and will stop.
     pub stopping: bool,
+    /// Records cannot be written: the reason, with its root cause (no job starts meanwhile).
+    pub records_unavailable: Option<String>,
 }
 
 fn now() -> String {
@@ -226,6 +228,8 @@ impl Model {
                 });
                 self.recent.truncate(RECENT);
             }
+            StationEvent::RecordsUnavailable { reason } => self.records_unavailable = Some(reason.clone()),
+            StationEvent::RecordsAvailable { .. } => self.records_unavailable = None,
             StationEvent::Totals(t) => self.totals = t.clone().into(),
             StationEvent::Stopped(t) => {
                 self.totals = t.clone().into();

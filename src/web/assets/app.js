@@ -62,6 +62,8 @@ function apply(ev) {
       model.recent.length = Math.min(model.recent.length, 12);
       renderRecent(); scheduleCharts();
       break;
+    case "records_unavailable": model.records_unavailable = ev.reason; renderNotice(); return;
+    case "records_available": model.records_unavailable = null; renderNotice(); return;
     case "totals": model.totals = withYield(ev); renderTotals(); return;
     case "stopped": model.totals = withYield(ev); model.stopping = true; renderTotals(); renderNotice(); return;
     default: return;
@@ -189,7 +191,8 @@ function renderRecent() {
 function renderNotice() {
   const n = $("notice");
   let msg = "";
-  if (model.stopping) msg = "Station stopping: boards in the fixtures finish and are recorded; no new scans.";
+  if (model.records_unavailable) msg = model.records_unavailable;
+  else if (model.stopping) msg = "Station stopping: boards in the fixtures finish and are recorded; no new scans.";
   else if (access.read_only) msg = "Read-only view of the records (flashline serve): scan at the station.";
   else if (access.needs_token) msg = "Scans and retests need the station token: open /login?token=TOKEN once in this browser.";
   n.hidden = !msg; text(n, msg);
