@@ -59,6 +59,30 @@ pub enum ReportCommand {
     Yield(YieldArgs),
     /// Export attempt-level rows as CSV (RFC 4180, UTC ISO 8601, formula cells neutralised).
     Units(UnitsArgs),
+    /// The serial-number pool: every number handed out, its state (used, void, reserved,
+    /// free), owning attempt and unit. Void numbers may sit in a chip and are never reissued.
+    Serials(SerialsArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum SerialFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Args)]
+pub struct SerialsArgs {
+    /// Only this SKU's pool.
+    #[arg(long)]
+    pub sku: Option<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: SerialFormat,
+    /// Write to this file instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub db: DbArg,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -128,6 +152,7 @@ pub fn run(cmd: ReportCommand) -> anyhow::Result<ExitCode> {
         match cmd {
             ReportCommand::Yield(a) => yield_cmd(a).await,
             ReportCommand::Units(a) => units_cmd(a).await,
+            ReportCommand::Serials(a) => serials_cmd(a).await,
         }
     })
 }
@@ -186,6 +211,19 @@ async fn units_cmd(a: UnitsArgs) -> anyhow::Result<ExitCode> {
         None => report::export_units(&db, &filters, std::io::BufWriter::new(std::io::stdout().lock())).await?,
     };
     let _ = n;
+    db.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serials_cmd(a: SerialsArgs) -> anyhow::Result<ExitCode> {
+    let db = a.db.open_existing().await?;
+    let rows = db.serial_pool(a.sku.as_deref()).await?;
+    let text = match a.format {
+        SerialFormat::Table => report::serials::table(&rows),
+        SerialFormat::Csv => report::serials::csv(&rows)?,
+        SerialFormat::Json => report::serials::json(&rows),
+    };
+    write_out(a.output.as_deref(), &text)?;
     db.close().await;
     Ok(ExitCode::SUCCESS)
 }

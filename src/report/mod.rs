@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `mod.rs` | [`Filters`], [`GroupBy`], [`ReportError`], the shared WHERE clause |
 //! | [`yields`] | `report yield`: the figures and their definitions |
+//! | [`serials`] | `report serials`: the serial-number pool, number by number |
 //! | [`units`] | `report units`: RFC 4180 CSV, formula-injection neutralised |
 //! | [`render`] | table / CSV / JSON renderings of a yield report |
 //! | [`html`] | self-contained HTML page and SVG charts (yield per day, failure Pareto) |
@@ -18,6 +19,7 @@ use crate::db::DbError;
 
 pub mod html;
 pub mod render;
+pub mod serials;
 pub mod synth;
 pub mod units;
 pub mod yields;
