@@ -248,6 +248,45 @@ impl Drop for Console {
     }
 }
 
+/// The screen as a self-contained HTML page (cells with their colours), for the README's
+/// screenshot (rendered with a headless browser).
+fn screen_html(screen: &vt100::Screen) -> String {
+    const XTERM: [&str; 16] = [
+        "#000000", "#cd0000", "#00cd00", "#cdcd00", "#3b78ff", "#cd00cd", "#00cdcd", "#e5e5e5", "#7f7f7f", "#ff5555", "#55ff55", "#ffff55", "#5c5cff", "#ff55ff",
+        "#55ffff", "#ffffff",
+    ];
+    let colour = |c: vt100::Color, default: &str| match c {
+        vt100::Color::Default => default.to_string(),
+        vt100::Color::Idx(i) if i < 16 => XTERM[i as usize].to_string(),
+        vt100::Color::Idx(i) => format!("#{0:02x}{0:02x}{0:02x}", i),
+        vt100::Color::Rgb(r, g, b) => format!("#{r:02x}{g:02x}{b:02x}"),
+    };
+    let (rows, cols) = screen.size();
+    let mut out = String::from("<!doctype html><meta charset=utf-8><style>body{margin:0;background:#1e1e1e}pre{margin:8px;font:14px/1.25 'DejaVu Sans Mono',monospace;color:#e5e5e5}</style><pre>");
+    for r in 0..rows.get() {
+        for col in 0..cols.get() {
+            let Some(cell) = screen.cell(r, col) else { continue };
+            if cell.is_wide_continuation() {
+                continue;
+            }
+            let (mut fg, mut bg) = (colour(cell.fgcolor(), "#e5e5e5"), colour(cell.bgcolor(), "#1e1e1e"));
+            if cell.inverse() {
+                std::mem::swap(&mut fg, &mut bg);
+            }
+            let text = match cell.contents() {
+                "" => " ".to_string(),
+                t => t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;"),
+            };
+            let weight = if cell.bold() { "font-weight:bold;" } else { "" };
+            let under = if cell.underline() { "text-decoration:underline;" } else { "" };
+            out.push_str(&format!("<span style=\"color:{fg};background:{bg};{weight}{under}\">{text}</span>"));
+        }
+        out.push('\n');
+    }
+    out.push_str("</pre>");
+    out
+}
+
 fn nz(n: u16) -> std::num::NonZeroU16 {
     std::num::NonZeroU16::new(n).unwrap()
 }
@@ -368,6 +407,19 @@ fn console_shows_slots_typed_scans_totals_and_escaped_hostile_text() {
         }
         c.send(b"\r");
         c.send(format!("S2:PL4-0003{n:02}\r").as_bytes());
+        if n == 1 {
+            if let Some(dir) = std::env::var_os("FLASHLINE_CONSOLE_SHOT") {
+                // The README's screenshot: this very screen, mid-job.
+                c.wait("S1 programming", |rows| {
+                    let r = Console::slot_row(rows, "S1");
+                    r.contains("BUSY") && r.contains("program") && r.contains('█') && Console::slot_row(rows, "S2").contains("PL4-000301")
+                });
+                let screen = c.screen();
+                let dir = PathBuf::from(dir);
+                std::fs::write(dir.join("console.txt"), c.rows().iter().map(|r| r.trim_end().to_string() + "\n").collect::<String>()).unwrap();
+                std::fs::write(dir.join("console.html"), screen_html(&screen)).unwrap();
+            }
+        }
         c.wait("S1 PASS", |rows| {
             let r = Console::slot_row(rows, "S1");
             r.contains("PASS") && r.contains(&serial)

@@ -102,7 +102,7 @@ pub fn draw(f: &mut Frame, m: &Model) {
     ]);
     f.render_widget(Paragraph::new(totals_line), totals);
 
-    let block = Block::bordered().title(" Events ");
+    let block = Block::bordered().title(" Events ").title_bottom(Line::styled(" Enter scan · r SLOT retest · F2 retest last failed · F10 twice stop · F1 help ", Style::default().fg(Color::DarkGray)));
     let inner = block.inner(events);
     f.render_widget(block, events);
     let n = inner.height as usize;
@@ -124,7 +124,7 @@ pub fn draw(f: &mut Frame, m: &Model) {
     } else if let Some(s) = &m.status {
         Line::styled(format!(" {}", s.text), tone_style(s.tone))
     } else {
-        Line::styled(" Enter scan · r SLOT retest · F2 retest last failed · F10 twice stop · F1 help", Style::default().fg(Color::DarkGray))
+        Line::styled(" ready: scan a board (SERIAL or SLOT:SERIAL)", Style::default().fg(Color::DarkGray))
     };
     f.render_widget(Paragraph::new(status_line), status);
 
@@ -148,24 +148,16 @@ pub fn draw(f: &mut Frame, m: &Model) {
 
 fn draw_slots(f: &mut Frame, m: &Model, area: Rect) {
     let name_w = m.slots.iter().map(|s| s.name.chars().count()).max().unwrap_or(4).clamp(4, 12) as u16;
-    let bar_w: u16 = 16;
-    let widths = [
-        Constraint::Length(name_w),
-        Constraint::Length(7),
-        Constraint::Length(18),
-        Constraint::Length(16),
-        Constraint::Length(9),
-        Constraint::Length(bar_w),
-        Constraint::Fill(1),
-    ];
-    let header = Row::new(["SLOT", "STATE", "SERIAL", "PROGRAMMER", "STEP", "PROGRESS", "DETAIL / WHAT TO CHECK"]).style(Style::default().add_modifier(Modifier::UNDERLINED));
+    let widths = [Constraint::Length(name_w), Constraint::Length(7), Constraint::Length(18), Constraint::Length(18), Constraint::Fill(1)];
+    let header = Row::new(["SLOT", "STATE", "SERIAL", "PROGRAMMER", "STEP AND PROGRESS / RESULT: WHAT TO CHECK"]).style(Style::default().add_modifier(Modifier::UNDERLINED));
     let rows = m.slots.iter().map(|s| {
-        let step = if s.state == SlotState::Busy { s.step.clone() } else { String::new() };
-        let progress = if matches!(s.state, SlotState::Busy | SlotState::Pass) { bar(s.done, s.total, bar_w as usize) } else { String::new() };
-        let detail_style = match s.state {
-            SlotState::Fail | SlotState::Error | SlotState::Offline => Style::default().fg(Color::Red),
-            SlotState::Pass => Style::default().fg(Color::Green),
-            _ => Style::default(),
+        // One wide column: the step and its progress while busy, the result's detail after.
+        let (work, style) = match s.state {
+            SlotState::Busy => (format!("{:<9} {}", s.step, bar(s.done, s.total, 20)), Style::default().fg(Color::Cyan)),
+            SlotState::Idle if s.detail.is_empty() => ("scan a board".to_string(), Style::default().fg(Color::DarkGray)),
+            SlotState::Pass => (s.detail.clone(), Style::default().fg(Color::Green)),
+            SlotState::Fail | SlotState::Error | SlotState::Offline => (s.detail.clone(), Style::default().fg(Color::Red)),
+            SlotState::Idle => (s.detail.clone(), Style::default()),
         };
         let serial = if s.serial.is_empty() { String::new() } else if s.attempt > 1 { format!("{} #{}", s.serial, s.attempt) } else { s.serial.clone() };
         Row::new(vec![
@@ -173,9 +165,7 @@ fn draw_slots(f: &mut Frame, m: &Model, area: Rect) {
             Cell::from(format!("{:^7}", s.state.word())).style(state_style(s.state)),
             Cell::from(serial),
             Cell::from(s.programmer.clone()),
-            Cell::from(step),
-            Cell::from(progress).style(Style::default().fg(Color::Cyan)),
-            Cell::from(if s.state == SlotState::Idle && s.detail.is_empty() { "scan a board".to_string() } else { s.detail.clone() }).style(detail_style),
+            Cell::from(work).style(style),
         ])
     });
     let table = Table::new(rows, widths).header(header).column_spacing(1).block(Block::bordered().title(" Slots "));

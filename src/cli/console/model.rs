@@ -233,24 +233,21 @@ impl Model {
                 let serial = shown(serial).into_owned();
                 let s = shown(slot).into_owned();
                 let secs = *cycle_ms as f64 / 1000.0;
-                let (state, detail, tone) = match result.as_str() {
+                let (state, detail, logged, tone) = match result.as_str() {
                     "pass" => {
-                        let n = serial_number.map(|n| format!("  serial number {n}")).unwrap_or_default();
-                        (SlotState::Pass, format!("{secs:.2} s{n}"), Tone::Good)
+                        let n = serial_number.map(|n| format!(" · serial number {n}")).unwrap_or_default();
+                        let d = format!("{secs:.2} s{n}");
+                        (SlotState::Pass, d.clone(), d, Tone::Good)
                     }
                     other => {
                         let class = failure_class.as_deref().unwrap_or("unclassified");
                         let hint = failure_class.as_deref().and_then(FailureClass::parse).map(|c| c.hint()).unwrap_or("");
                         let msg = message.as_deref().unwrap_or("");
-                        // The job's message usually ends with the hint already; add it only when not.
-                        let text = if hint.is_empty() || msg.contains(hint) {
-                            format!("{}: {}", shown(class), shown(msg))
-                        } else if msg.is_empty() {
-                            format!("{}: {hint}", shown(class))
-                        } else {
-                            format!("{}: {} — {hint}", shown(class), shown(msg))
-                        };
-                        (if other == "fail" { SlotState::Fail } else { SlotState::Error }, text, Tone::Bad)
+                        // The row says what to check (the class's hint, which a truncated row
+                        // still shows); the events pane keeps the job's own message.
+                        let row = if hint.is_empty() { format!("{}: {}", shown(class), shown(msg)) } else { format!("{}: {hint}", shown(class)) };
+                        let text = if msg.is_empty() { row.clone() } else { format!("{}: {}", shown(class), shown(msg)) };
+                        (if other == "fail" { SlotState::Fail } else { SlotState::Error }, row, text, Tone::Bad)
                     }
                 };
                 let offline = self.slot_mut(slot).map(|r| r.state == SlotState::Offline).unwrap_or(false);
@@ -269,7 +266,7 @@ impl Model {
                     self.failed_order.retain(|f| *f != s);
                     self.failed_order.push(s.clone());
                 }
-                self.log(format!("{s} {serial} {} {detail}  (attempt {attempt})", state.word()), tone);
+                self.log(format!("{s} {serial} {} {logged}  (attempt {attempt})", state.word()), tone);
             }
             StationEvent::Totals(t) => self.totals = t.clone(),
             StationEvent::Stopped(t) => {
@@ -319,7 +316,8 @@ mod tests {
             serial_number: None,
         });
         assert_eq!(m.slots[0].state, SlotState::Fail);
-        assert!(m.slots[0].detail.starts_with("no_target: signature 0x000000\\n — check the ISP cable"), "{}", m.slots[0].detail);
+        assert_eq!(m.slots[0].detail, "no_target: check the ISP cable orientation and that the board is powered");
+        assert!(m.events.back().unwrap().text.ends_with("FAIL no_target: signature 0x000000\\n  (attempt 1)"), "{:?}", m.events.back());
         assert_eq!(m.failed_order, vec!["S1".to_string()]);
         m.apply(&StationEvent::ScanRejected { raw: "b\u{1b}".into(), slot: None, reason: "no".into() });
         assert!(m.refused.as_deref().unwrap().ends_with("'b\\e': no"));
