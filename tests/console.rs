@@ -53,6 +53,10 @@ struct Console {
 
 impl Console {
     fn start() -> Console {
+        Console::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Console {
         let dir = tempfile::tempdir().unwrap();
         let station = dir.path().join("station.yaml");
         std::fs::write(&station, STATION).unwrap();
@@ -72,6 +76,7 @@ impl Console {
             .arg(&db)
             .arg("--operator")
             .arg("tester")
+            .args(extra)
             .env("TERM", "xterm-256color")
             .env("RUST_LOG", "error")
             .env_remove("FLASHLINE_DB")
@@ -484,4 +489,18 @@ fn sigterm_finishes_the_board_and_restores_the_terminal() {
     c.assert_clean_terminal();
     // The board in the fixture finished and was recorded, not left running.
     assert_eq!(support::sql(&c.db, "select result from attempts"), "pass");
+}
+
+#[test]
+fn plain_keeps_the_line_output_on_a_terminal() {
+    let mut c = Console::start_with(&["--plain"]);
+    // Cooked terminal: the line discipline echoes and hands over whole lines.
+    c.send(b"S2:PL4-000601\n");
+    c.wait("the result line", |rows| rows.iter().any(|r| r.trim_start().starts_with("S2") && r.contains("PL4-000601") && r.contains("PASS")));
+    c.send(b"quit\n");
+    let st = c.wait_exit();
+    assert!(st.success(), "exit status {st:?}");
+    let s = c.seen.lock().unwrap();
+    assert!(find_last(&s.raw, b"\x1b[?1049h").is_none(), "--plain entered the alternate screen");
+    assert!(find_last(&s.raw, b"\x1b[").is_none(), "--plain wrote escape codes: {:?}", String::from_utf8_lossy(&s.raw));
 }
