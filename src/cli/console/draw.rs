@@ -17,7 +17,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("Enter", "submit the input line as a scan: SERIAL (next free slot) or SLOT:SERIAL"),
     ("r SLOT, Enter", "retest the unit that last failed in SLOT (e.g. r S3)"),
     ("F2", "retest the slot typed on the input line, or else the last failed slot"),
-    ("F10 or Ctrl-C, twice", "stop: boards in the fixtures finish and are recorded (also: quit, Enter, twice)"),
+    ("F10 or Ctrl-C, twice", "stop; boards in the fixtures finish and are recorded (quit + Enter counts)"),
     ("Esc", "clear the input line; cancel an armed stop; close this help"),
     ("Backspace, Ctrl-U", "delete a character / the whole input line"),
     ("F1 or ? (empty line)", "show or hide this help"),
@@ -174,7 +174,7 @@ fn draw_slots(f: &mut Frame, m: &Model, area: Rect) {
 
 fn draw_help(f: &mut Frame, area: Rect) {
     let h = (KEYS.len() as u16 + 4).min(area.height);
-    let w = area.width.saturating_sub(4).min(100);
+    let w = area.width.saturating_sub(4).min(110);
     let r = area.centered(Constraint::Length(w), Constraint::Length(h));
     f.render_widget(Clear, r);
     let mut lines: Vec<Line> = KEYS.iter().map(|(k, what)| Line::from(vec![Span::styled(format!(" {k:<22}"), Style::default().add_modifier(Modifier::BOLD)), Span::raw(*what)])).collect();
