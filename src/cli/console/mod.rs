@@ -89,6 +89,7 @@ async fn console_loop(sup: &Arc<Supervisor>, operator: &str, mut stop: impl Futu
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut stop_fired = false;
+    let mut keys_open = true;
 
     // The scan worker: one request at a time, in the order typed.
     let (req_tx, mut req_rx) = mpsc::unbounded_channel::<Request>();
@@ -153,7 +154,7 @@ async fn console_loop(sup: &Arc<Supervisor>, operator: &str, mut stop: impl Futu
                     }
                 }
             }
-            k = keys.next() => match k {
+            k = keys.next(), if keys_open => match k {
                 Some(Ok(ev)) => for action in on_input(&mut m, ev, &slot_names) { match action {
                     Action::None => {}
                     Action::Send(r) => {
@@ -171,7 +172,10 @@ async fn console_loop(sup: &Arc<Supervisor>, operator: &str, mut stop: impl Futu
                     }
                 }},
                 Some(Err(e)) => return Err(anyhow::anyhow!("reading the keyboard: {e}")),
-                None => begin_stop(&mut m, &mut finishing, "the terminal closed"),
+                None => {
+                    keys_open = false;
+                    begin_stop(&mut m, &mut finishing, "the terminal closed");
+                }
             },
             Some((what, res)) = replies.recv() => {
                 m.waiting = m.waiting.saturating_sub(1);
