@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod build;
+pub mod console;
 pub mod programmers;
 pub mod report;
 pub mod logging;

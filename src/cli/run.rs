@@ -34,6 +34,10 @@ pub struct RunArgs {
     /// Print events as JSON lines on stdout (for line software) instead of the live view.
     #[arg(long)]
     pub json: bool,
+    /// Line output (one line per result, no escape codes) even on a terminal, instead of the
+    /// full-screen operator console.
+    #[arg(long)]
+    pub plain: bool,
     /// Also write logs as JSON lines to this file.
     #[arg(long)]
     pub log_json: Option<PathBuf>,
@@ -79,7 +83,9 @@ async fn run_async(a: RunArgs) -> anyhow::Result<ExitCode> {
     let sup = Supervisor::start(station, Arc::new(production), db.clone(), operator).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let sup = Arc::new(sup);
 
-    let view = spawn_view(&sup, a.json, interactive);
+    // The full-screen console when a person sits at a terminal; line output otherwise.
+    let console = interactive && !a.json && !a.plain && std::io::stdout().is_terminal();
+    let view = if console { tokio::spawn(async {}) } else { spawn_view(&sup, a.json, interactive, a.plain) };
 
     let dash = match a.serve {
         Some(bind) => {
@@ -115,6 +121,10 @@ async fn run_async(a: RunArgs) -> anyhow::Result<ExitCode> {
 
     // Scan intake.
     let intake = async {
+        if console {
+            super::console::run(sup.clone(), &sup_operator, &mut stop).await?;
+            return anyhow::Ok(IntakeEnd::Stop);
+        }
         match a.scans.as_deref() {
             Some("-") | None => {
                 let mut lines = BufReader::new(tokio::io::stdin()).lines();
@@ -199,11 +209,12 @@ fn prompt(q: &str) -> anyhow::Result<String> {
     Ok(s)
 }
 
-/// Render station events: JSON lines, a live per-slot view on a terminal, or plain lines.
-fn spawn_view(sup: &Supervisor, json: bool, interactive: bool) -> tokio::task::JoinHandle<()> {
+/// Render station events: JSON lines, a live per-slot view on a terminal, or plain lines
+/// (`--plain`, or stderr not a terminal). The full-screen console is `super::console`.
+fn spawn_view(sup: &Supervisor, json: bool, interactive: bool, plain: bool) -> tokio::task::JoinHandle<()> {
     let mut rx = sup.subscribe();
     let slots: Vec<String> = sup.station().slots.iter().map(|s| s.name.clone()).collect();
-    let live = !json && std::io::stderr().is_terminal();
+    let live = !json && !plain && std::io::stderr().is_terminal();
     tokio::spawn(async move {
         let mp = MultiProgress::with_draw_target(if live { ProgressDrawTarget::stderr_with_hz(10) } else { ProgressDrawTarget::hidden() });
         let style = ProgressStyle::with_template("{prefix:>5} {bar:24.cyan/blue} {percent:>3}% {msg}").unwrap().progress_chars("█▉▊▋▌▍▎▏ ");
