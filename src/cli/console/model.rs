@@ -190,6 +190,16 @@ impl Model {
                 }
                 self.log(format!("{s} OFFLINE  {reason}"), Tone::Bad);
             }
+            StationEvent::RecordsUnavailable { reason } => {
+                let reason = shown(reason).into_owned();
+                self.log(format!("RECORDS  {reason}"), Tone::Bad);
+                self.say(reason, Tone::Bad);
+            }
+            StationEvent::RecordsAvailable { after_ms } => {
+                let line = format!("records writable again after {:.1} s: the station resumes", *after_ms as f64 / 1000.0);
+                self.log(format!("RECORDS  {line}"), Tone::Good);
+                self.say(line, Tone::Good);
+            }
             StationEvent::ScanRejected { raw, reason, .. } => {
                 let line = format!("'{}': {}", shown(raw), shown(reason));
                 self.log(format!("scan refused  {line}"), Tone::Warn);
