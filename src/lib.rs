@@ -40,6 +40,7 @@ pub mod programmer;
 pub mod recipe;
 pub mod sim;
 pub mod station;
+pub mod stm32;
 pub mod text;
 pub mod verify;
 pub mod web;
