@@ -238,6 +238,12 @@ mod tests {
     use crate::sim::stm32::{ChipOptions, Stm32Fault};
     use crate::stm32::part;
 
+    /// Read an AP register by its full address: bank through SELECT, then A[3:2].
+    fn ap_rd(d: &mut Dap, addr: u8) -> u32 {
+        d.dp_write(dp::SELECT, (addr & 0xF0) as u32);
+        d.ap_read(addr)
+    }
+
     fn dap() -> Dap {
         let mut d = Dap::new(Stm32Chip::new(part::find("stm32f103c8").unwrap(), ChipOptions::new(false, Stm32Fault::None)));
         d.dp_write(dp::CTRL_STAT, dp::CDBGPWRUPREQ | dp::CSYSPWRUPREQ);
@@ -257,7 +263,7 @@ mod tests {
         d.dp_write(dp::CTRL_STAT, 0);
         d.dp_read(dp::CTRL_STAT);
         assert!(!d.powered());
-        assert_eq!(d.ap_read(ap::IDR), 0, "no AP access without debug power");
+        assert_eq!(ap_rd(&mut d, ap::IDR), 0, "no AP access without debug power");
     }
 
     #[test]
@@ -281,10 +287,12 @@ mod tests {
         d.ap_write(ap::CSW, 0x00); // byte
         d.ap_write(ap::TAR, 0x2000_0003);
         assert_eq!(d.ap_read(ap::DRW), 0xBE00_0000, "a byte read comes back in its lane");
-        assert_eq!(d.ap_read(ap::BASE), 0xE00F_F003);
-        assert_eq!(d.ap_read(ap::IDR), 0x2477_0011);
+        assert_eq!(ap_rd(&mut d, ap::BASE), 0xE00F_F003);
+        assert_eq!(ap_rd(&mut d, ap::IDR), 0x2477_0011);
+        d.dp_write(dp::SELECT, 0);
+        d.ap_write(ap::CSW, 0x02);
         d.ap_write(ap::TAR, 0xE004_2008);
-        assert_eq!(d.ap_read(0x10 + 0x0), 0x2003_0410, "BD0 reads TAR & ~0xF");
+        assert_eq!(ap_rd(&mut d, ap::BD0), 0x2003_0410, "BD0 reads TAR & ~0xF");
     }
 
     #[test]
@@ -294,9 +302,9 @@ mod tests {
         d.ap_write(ap::TAR, 0x3000_0000);
         d.ap_read(ap::DRW);
         assert!(d.sticky_error());
-        assert_eq!(d.ap_read(ap::IDR), 0, "discarded while sticky");
+        assert_eq!(ap_rd(&mut d, ap::IDR), 0, "discarded while sticky");
         d.dp_write(dp::CTRL_STAT, dp::STICKYERR | dp::CDBGPWRUPREQ | dp::CSYSPWRUPREQ);
         assert!(!d.sticky_error());
-        assert_eq!(d.ap_read(ap::IDR), 0x2477_0011);
+        assert_eq!(ap_rd(&mut d, ap::IDR), 0x2477_0011);
     }
 }
