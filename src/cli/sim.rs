@@ -43,7 +43,8 @@ pub struct ServeArgs {
     #[arg(long)]
     pub timing: bool,
     /// Fault to inject: none, no-target, no-target-ff, wrong-chip, flaky[:RATE], stuck[:ADDR],
-    /// slow[:HZ], unplug[:PAGES].
+    /// slow[:HZ], unplug[:PAGES]; for jtag-bitbang (STM32): none, no-target,
+    /// readout-protected, clone, stuck[:ADDR].
     #[arg(long, default_value = "none")]
     pub fault: String,
     /// Serial rate of the emulated firmware.
@@ -87,7 +88,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
                 .context("could not open a pseudo-terminal for the emulator")?;
             (emu.path().to_path_buf(), Served::BusPirate(emu))
         }
-        Protocol::JtagBitbang => unreachable!("served by serve_jtag_bitbang"),
+        Protocol::JtagBitbang => return serve_jtag_bitbang(a),
     };
 
     let mut out = std::io::stdout().lock();

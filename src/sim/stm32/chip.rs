@@ -143,7 +143,7 @@ impl Stm32Chip {
             Stm32Fault::Stuck(addr) => flash.set_stuck(addr, 0x01),
             Stm32Fault::ReadoutProtected => {
                 // A board that left another line protected: old firmware inside, RDP 0x00.
-                let mut rng = opts.seed ^ 0x0DDB_A11;
+                let mut rng = opts.seed ^ 0x00DD_BA11;
                 let old: Vec<u8> = (0..part.flash_size / 4).map(|_| next(&mut rng) as u8).collect();
                 flash.preload(0, &old);
                 let mut ob = part.option_bytes.factory();

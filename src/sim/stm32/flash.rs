@@ -208,10 +208,8 @@ impl Flash {
 
     /// System reset: lock the FPEC, forget key sequences, reload OBR/WRPR from the option bytes.
     pub fn reset(&mut self) {
-        if let Some(t) = self.busy_until.take() {
-            // A reset during an operation: the operation's effect is already in the array.
-            let _ = t;
-        }
+        // A reset during an operation: its effect is already in the array.
+        self.busy_until = None;
         self.key = KeyState::Locked;
         self.opt_key1 = false;
         self.cr = cr::LOCK;
@@ -241,8 +239,8 @@ impl Flash {
         let w = [byte(4), byte(5), byte(6), byte(7)];
         // RDP: a mismatched byte is forced to 0xFF, which (not being 0xA5) means protected.
         let rdprt = rdp != self.part.option_bytes.rdp_unprotected;
-        self.obr = (err as u32) * obr::OPTERR
-            | (rdprt as u32) * obr::RDPRT
+        let flags = if err { obr::OPTERR } else { 0 } | if rdprt { obr::RDPRT } else { 0 };
+        self.obr = flags
             | (user as u32) << obr::USER_SHIFT
             | (d0 as u32) << obr::DATA0_SHIFT
             | (d1 as u32) << obr::DATA1_SHIFT;
@@ -449,25 +447,19 @@ impl Flash {
         match offset & !3 {
             reg::ACR => self.acr = value & 0x3F,
             reg::KEYR => return self.write_key(value),
-            reg::OPTKEYR => {
-                if self.unlocked() {
-                    if !self.opt_key1 && value == KEY1 {
-                        self.opt_key1 = true;
-                    } else if self.opt_key1 && value == KEY2 {
-                        self.opt_key1 = false;
-                        self.cr |= cr::OPTWRE;
-                    } else {
-                        self.opt_key1 = false;
-                    }
+            reg::OPTKEYR if self.unlocked() => {
+                if !self.opt_key1 && value == KEY1 {
+                    self.opt_key1 = true;
+                } else if self.opt_key1 && value == KEY2 {
+                    self.opt_key1 = false;
+                    self.cr |= cr::OPTWRE;
+                } else {
+                    self.opt_key1 = false;
                 }
             }
             reg::SR => self.sr &= !(value & (sr::PGERR | sr::WRPRTERR | sr::EOP)),
             reg::CR => self.write_cr(value),
-            reg::AR => {
-                if self.unlocked() && self.busy_until.is_none() {
-                    self.ar = value;
-                }
-            }
+            reg::AR if self.unlocked() && self.busy_until.is_none() => self.ar = value,
             _ => {}
         }
         Ok(())
@@ -517,12 +509,15 @@ impl Flash {
             self.start_busy(self.t_mass());
             self.sr |= sr::EOP;
         } else if self.cr & cr::PER != 0 {
-            if !self.part.in_flash(self.ar) && self.ar >= self.part.flash_size {
-                // AR outside main flash: nothing erased (the FPEC only sees the offset bits).
+            // AR holds a main-flash address (or its alias at 0); anything else erases nothing.
+            let off = if self.part.in_flash(self.ar) {
+                self.ar - self.part.flash_base
+            } else if self.ar < self.part.flash_size {
+                self.ar
+            } else {
                 self.sr |= sr::EOP;
                 return;
-            }
-            let off = self.ar.wrapping_sub(if self.part.in_flash(self.ar) { self.part.flash_base } else { 0 });
+            };
             let page = self.page_of(off);
             if self.page_protected(page) || self.readout_protected() {
                 self.sr |= sr::WRPRTERR;

@@ -226,11 +226,7 @@ impl JtagChain {
                     0
                 };
             }
-            ir::ABORT => {
-                if data & 1 != 0 {
-                    self.dap.abort();
-                }
-            }
+            ir::ABORT if data & 1 != 0 => self.dap.abort(),
             _ => {}
         }
     }
