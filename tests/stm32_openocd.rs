@@ -26,6 +26,23 @@ struct Emulator {
     port: u16,
 }
 
+impl Emulator {
+    /// SIGTERM the emulator and return what it printed on stderr (its closing statistics).
+    fn stop(mut self) -> String {
+        use std::io::Read;
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let start = std::time::Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(start.elapsed() < Duration::from_secs(10), "the emulator did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut err = String::new();
+        self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        err
+    }
+}
+
 impl Drop for Emulator {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -40,7 +57,7 @@ fn emulator(extra: &[&str]) -> Emulator {
         .args(extra.iter().filter(|a| **a != "--cb"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn flashline sim serve");
     let stdout = child.stdout.take().unwrap();
@@ -126,6 +143,12 @@ fn contract_write_image_erase_and_verify_exit_0_and_dump_matches() {
     assert!(ok, "{out}");
     assert!(out.contains("pc: 0x080000f0 msp: 0x20002800"), "reset fetched SP and PC from the image:\n{out}");
     assert_eq!(std::fs::read(dump.path()).unwrap(), std::fs::read(fixture()).unwrap(), "dump_image equals the image");
+
+    // What the board saw: 7172 bytes as 3586 half-word programs, pages 0-7 erased one by one.
+    let err = emu.stop();
+    assert!(err.contains("2 sessions"), "{err}");
+    assert!(err.contains("3586 half-words programmed, 8 page erases, 0 mass erases"), "{err}");
+    assert!(err.contains("(0 errors)"), "{err}");
 }
 
 #[test]

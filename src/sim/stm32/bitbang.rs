@@ -179,3 +179,68 @@ fn session(mut stream: TcpStream, board: &Mutex<Board>, stop: &AtomicBool) -> io
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::stm32::ChipOptions;
+    use crate::stm32::part;
+
+    fn board(fault: Stm32Fault) -> Board {
+        Board::new(Stm32Chip::new(part::find("stm32f103c8").unwrap(), ChipOptions::new(false, fault)))
+    }
+
+    /// Bytes for one TCK cycle with `tms`/`tdi`, sampling TDO first, as OpenOCD's bitbang does.
+    fn cycle(tms: bool, tdi: bool, sample: bool) -> Vec<u8> {
+        let v = (tms as u8) << 1 | tdi as u8;
+        let mut b = vec![b'0' + v];
+        if sample {
+            b.push(b'R');
+        }
+        b.push(b'0' + (4 | v));
+        b
+    }
+
+    fn read_idcodes(b: &mut Board) -> Vec<u8> {
+        let mut req = Vec::new();
+        for _ in 0..5 {
+            req.extend(cycle(true, false, false));
+        }
+        for tms in [false, true, false, false] {
+            req.extend(cycle(tms, false, false));
+        }
+        for i in 0..64 {
+            req.extend(cycle(i == 63, true, true));
+        }
+        let mut out = Vec::new();
+        assert!(b.feed(&req, &mut out));
+        out
+    }
+
+    fn bits_to_u64(bits: &[u8]) -> u64 {
+        bits.iter().enumerate().map(|(i, &c)| ((c == b'1') as u64) << i).sum()
+    }
+
+    #[test]
+    fn idcodes_over_the_byte_protocol() {
+        let mut b = board(Stm32Fault::None);
+        let out = read_idcodes(&mut b);
+        assert_eq!(out.len(), 64);
+        assert_eq!(bits_to_u64(&out), 0x0641_0041_3BA0_0477);
+        assert_eq!(b.wire.samples, 64);
+        let mut out = Vec::new();
+        assert!(!b.feed(b"BbQ", &mut out), "'Q' ends the session");
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn no_target_reads_all_ones_and_srst_resets_the_chip() {
+        let mut b = board(Stm32Fault::NoTarget);
+        assert!(read_idcodes(&mut b).iter().all(|&c| c == b'1'));
+        let mut ok = board(Stm32Fault::None);
+        let before = ok.chip().stats().system_resets;
+        let mut out = Vec::new();
+        ok.feed(b"sr", &mut out);
+        assert_eq!(ok.chip().stats().system_resets, before + 1, "NRST released: one reset");
+    }
+}
