@@ -13,7 +13,10 @@
 //! operation completes at once; the time it would have taken is still counted.
 //! The `clone` behaviour (some Bluepill clones): BSY is never shown and the bus never stalls;
 //! instead a half-word written while the previous one is still being programmed is dropped,
-//! with EOP set as if it had been written. The program cycle outlasts the next two bus
+//! with EOP set as if it had been written. Read-out protection (OBR.RDPRT): debug reads of
+//! main flash get a bus error, programming and page erase from the debugger give WRPRTERR
+//! (pages 0-3 are write-protected besides), mass erase still works; programming RDP back to
+//! 0xA5 first mass-erases main flash (PM0075). The program cycle outlasts the next two bus
 //! transfers, whatever they are (52 µs is longer than two debug transfers at any practical
 //! clock), so the rule does not depend on how fast the host is.
 
@@ -286,6 +289,8 @@ impl Flash {
         self.clone_cycle = self.clone_cycle.saturating_sub(1);
     }
 
+    // Timed mode uses the datasheet's typical tPROG (52.5 µs, the only typical value it gives)
+    // and the maximum page / mass erase times (40 ms; the table gives 20 ms min, no typical).
     fn t_prog(&self) -> Duration {
         self.part.t_prog[1]
     }
