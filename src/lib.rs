@@ -16,7 +16,8 @@
 //! | [`programmer`] | the `Programmer` trait and native drivers |
 //! | [`job`] | identify → erase → program → verify → fuses → lock, with events |
 //! | [`station`] | station config, scan intake, slot supervisor, station events |
-//! | [`sim`] | simulated AVR target and programmer emulators |
+//! | [`sim`] | simulated AVR target and programmer emulators; simulated STM32F103 and its JTAG port |
+//! | [`stm32`] | STM32F103 parts as data: memory map, ids, option bytes, flash timings |
 //! | [`error`] | failure classes and operator-facing errors |
 //! | [`db`] | records: attempts, steps, units in SQLite/PostgreSQL |
 //! | [`report`] | yield reports, unit CSV export, charts |
@@ -40,6 +41,7 @@ pub mod programmer;
 pub mod recipe;
 pub mod sim;
 pub mod station;
+pub mod stm32;
 pub mod text;
 pub mod verify;
 pub mod web;

@@ -28,6 +28,8 @@ pub enum Protocol {
     Arduino,
     /// Bus Pirate binary SPI mode (avrdude `-c buspirate`).
     Buspirate,
+    /// JTAG over OpenOCD's `remote_bitbang` TCP protocol, for STM32 parts (`--mcu stm32f103c8`).
+    JtagBitbang,
 }
 
 #[derive(Args)]
@@ -41,15 +43,19 @@ pub struct ServeArgs {
     #[arg(long)]
     pub timing: bool,
     /// Fault to inject: none, no-target, no-target-ff, wrong-chip, flaky[:RATE], stuck[:ADDR],
-    /// slow[:HZ], unplug[:PAGES].
+    /// slow[:HZ], unplug[:PAGES]; for jtag-bitbang (STM32): none, no-target,
+    /// readout-protected, clone, stuck[:ADDR].
     #[arg(long, default_value = "none")]
     pub fault: String,
     /// Serial rate of the emulated firmware.
     #[arg(long, default_value_t = 115_200)]
     pub baud: u32,
-    /// Seed for the flaky-contact bit errors.
+    /// Seed for the flaky-contact bit errors (STM32: for the board's unique id).
     #[arg(long, default_value_t = 0x5EED)]
     pub seed: u64,
+    /// jtag-bitbang: TCP address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
 }
 
 pub fn run(cmd: SimCommand) -> anyhow::Result<ExitCode> {
@@ -59,6 +65,9 @@ pub fn run(cmd: SimCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    if matches!(a.protocol, Protocol::JtagBitbang) {
+        return serve_jtag_bitbang(a);
+    }
     let part = part::find(&a.mcu).ok_or_else(|| anyhow!("unknown MCU '{}': known parts are {}", a.mcu, part::ids().join(", ")))?;
     let fault = Fault::parse(&a.fault).map_err(|e| anyhow!(e))?;
     if a.baud == 0 {
@@ -79,6 +88,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
                 .context("could not open a pseudo-terminal for the emulator")?;
             (emu.path().to_path_buf(), Served::BusPirate(emu))
         }
+        Protocol::JtagBitbang => return serve_jtag_bitbang(a),
     };
 
     let mut out = std::io::stdout().lock();
@@ -117,6 +127,54 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     drop(emu);
     eprintln!("stopped: {} SPI instructions, {} page writes, {} chip erases", stats.spi_commands, stats.page_writes, stats.chip_erases);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--protocol jtag-bitbang`: a simulated STM32 behind a `remote_bitbang` TCP server.
+fn serve_jtag_bitbang(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    use flashline::sim::stm32::{BitbangServer, ChipOptions, Stm32Chip, Stm32Fault};
+    use flashline::text::shown;
+    let part = flashline::stm32::find(&a.mcu).ok_or_else(|| {
+        anyhow!("unknown MCU '{}' for jtag-bitbang: known STM32 parts are {}", shown(&a.mcu), flashline::stm32::ids().join(", "))
+    })?;
+    let fault = Stm32Fault::parse(&a.fault).map_err(|e| anyhow!(e))?;
+    let listen: std::net::SocketAddr =
+        a.listen.parse().map_err(|_| anyhow!("--listen '{}': expected IP:PORT such as 127.0.0.1:3335", shown(&a.listen)))?;
+    let mut opts = ChipOptions::new(a.timing, fault);
+    opts.seed = a.seed;
+    let server = BitbangServer::spawn(listen, Stm32Chip::new(part, opts)).with_context(|| format!("could not listen on {listen}"))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", server.addr())?;
+    out.flush()?;
+    drop(out);
+    eprintln!(
+        "serving remote_bitbang JTAG for {} on {}{}{}; stop with Ctrl-C",
+        part.name,
+        server.addr(),
+        if a.timing { ", timed" } else { "" },
+        if fault != Stm32Fault::None { format!(", fault {}", shown(&a.fault)) } else { String::new() },
+    );
+    wait_for_signal()?;
+    let board = server.board();
+    let s = board.chip().stats();
+    eprintln!(
+        "stopped: {} sessions, {} TCK cycles, {} bus transfers ({} errors), {} half-words programmed, {} page erases, {} mass erases",
+        board.wire.sessions, board.wire.tck_cycles, s.transfers, s.bus_errors, s.flash.half_words, s.flash.page_erases, s.flash.mass_erases
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn wait_for_signal() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        anyhow::Ok(())
+    })
 }
 
 /// The emulator being served (dropping it stops it and closes the pty).

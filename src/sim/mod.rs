@@ -6,6 +6,7 @@ pub mod buspirate;
 pub mod pty;
 pub mod serving;
 pub mod stk500;
+pub mod stm32;
 pub mod target;
 pub mod usb;
 
