@@ -1,6 +1,7 @@
 //! Simulation: an AVR target behind its ISP pins, and programmer emulators that put it on a
 //! real wire (pseudo-terminal or USB control-transfer level).
 
+pub mod bridge;
 pub mod buspirate;
 pub mod pty;
 pub mod serving;
