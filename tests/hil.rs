@@ -51,7 +51,7 @@ fn env(name: &str) -> Option<String> {
 /// The run for programmer `kind` configured by `var`, or why it is skipped.
 fn configured(kind: &'static str, var: &str, usb: bool) -> Result<Hil, String> {
     let Some(sel) = env(var) else {
-        return Err(format!("{var} is not set (e.g. {var}={})", if usb { "serial:0001A2" } else { "/dev/ttyACM0" }));
+        return Err(format!("{var} is not set (e.g. {var}={})", if usb { "serial:0001A2" } else if kind == "buspirate" { "/dev/ttyUSB0" } else { "/dev/ttyACM0" }));
     };
     let Some(mcu) = env("FLASHLINE_HIL_MCU") else {
         return Err(format!("{var} is set but FLASHLINE_HIL_MCU is not (the part on the test board, e.g. atmega32u4)"));
