@@ -420,3 +420,32 @@ fn avrisp_job_on_every_timed_bridge() {
         t.join().unwrap();
     }
 }
+
+/// A `sim` programmer with a bridge (what `flash --programmer sim --timing --bridge B` and a
+/// station's `sim` slot with `bridge:` open): a simulated ArduinoISP behind that link, driven
+/// by the avrisp driver, with the `sim:NAME` identity.
+#[test]
+fn sim_with_a_bridge_runs_the_avrisp_path() {
+    use flashline::job::{run_job, JobPlan, JobResult};
+    use flashline::programmer::{open, ProgrammerSpec};
+    use flashline::sim::bridge::Bridge;
+
+    let m = part("atmega32u4");
+    let image = hex::read_file(&Path::new(FIXTURES).join("Caterina-Micro.hex")).unwrap();
+    let mut spec = ProgrammerSpec::sim("S1", SimOptions::new(true, Fault::None));
+    spec.bridge = Some(Bridge::Cdc);
+    let report = bounded(async {
+        let mut prog = open(&spec, m).await.unwrap();
+        assert_eq!(prog.info().identity, "sim:S1");
+        run_job(prog.as_mut(), &JobPlan::new(m, image.clone()), &mut |_| {}).await
+    });
+    assert_eq!(report.result, JobResult::Pass, "{:?}", report.message);
+
+    // The same through the command line; a bridge without --timing is refused.
+    let bin = env!("CARGO_BIN_EXE_flashline");
+    let hexfile = Path::new(FIXTURES).join("Caterina-Micro.hex");
+    let (ok, out) = run_joined(Command::new(bin).args(["flash", "-c", "sim", "--timing", "--bridge", "ftdi:2", "-p", "m32u4"]).arg(&hexfile).arg("--json"), Duration::from_secs(60));
+    assert!(ok && out.contains("\"result\": \"pass\""), "{out}");
+    let (ok, out) = run_joined(Command::new(bin).args(["flash", "-c", "sim", "--bridge", "cdc", "-p", "m32u4"]).arg(&hexfile), Duration::from_secs(60));
+    assert!(!ok && out.contains("--timing"), "{out}");
+}

@@ -14,9 +14,9 @@
 //!   1.000 ms); bulk packets of at most 64 bytes, at most 19 of them per frame on an otherwise
 //!   idle bus (USB 2.0 table 5-10, full-speed bulk: 19 × 64-byte transactions per frame). A
 //!   bulk transfer the host submits goes out in the next frame the host controller schedules:
-//!   modelled as the next frame boundary. (A 1-byte loopback through an FT232R with its latency
-//!   timer at 1 ms measures 1.0 ms on average, 2.0 ms at most — heavydeck.net, "Measuring PC
-//!   serial port latency" — which is what one frame each way plus that timer gives.)
+//!   modelled as the next frame boundary. (Measured: a 1-byte loopback through an FTDI port
+//!   averages about 1.0 ms and stays under about 2.0 ms at every baud — heavydeck.net,
+//!   "Measuring PC serial port latency" — whole 1 ms frames, not bit times.)
 //! * **`cdc`**, native USB CDC (the 32U4 and Teensy 2.0 ISP firmwares, ArduinoISP on the
 //!   Arduino AVR core): no UART at all, so the baud does not matter. The Arduino core's
 //!   `USBCore.cpp` releases a full 64-byte IN bank at once and flushes a partly filled one from

@@ -217,6 +217,98 @@ impl Stk500Emulator {
     }
 }
 
+/// A simulated ArduinoISP-type programmer behind a USB `bridge`, with a fresh simulated board:
+/// an [`Stk500Emulator`] (timed when the board is) on a pty, driven by the real `avrisp` driver.
+/// What a `sim` station slot or `flash --programmer sim --timing` runs when given a bridge, so
+/// their cycle is the one of a Pro Micro / Teensy / Uno-as-ISP on that link. Identity `sim:NAME`.
+pub struct EmulatedAvrisp {
+    name: String,
+    driver: crate::programmer::stk500::Stk500Programmer,
+    emulator: Stk500Emulator,
+}
+
+impl EmulatedAvrisp {
+    /// Start the emulator for a fresh `part` board with `opts` behind `bridge`.
+    pub fn spawn(part: &'static Part, opts: crate::sim::SimOptions, bridge: Bridge, name: impl Into<String>) -> std::io::Result<EmulatedAvrisp> {
+        let timing = opts.timing;
+        let emulator = Stk500Emulator::spawn(SimTarget::new(part, opts), EmulatorOptions::new(Stk500Mode::Avrisp).line_timing(timing).bridge(bridge))?;
+        let driver = crate::programmer::stk500::Stk500Programmer::avrisp(emulator.path(), None);
+        Ok(EmulatedAvrisp { name: name.into(), driver, emulator })
+    }
+
+    /// The emulator (its target and counters).
+    pub fn emulator(&self) -> &Stk500Emulator {
+        &self.emulator
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::programmer::Programmer for EmulatedAvrisp {
+    fn info(&self) -> crate::programmer::ProgrammerInfo {
+        crate::programmer::ProgrammerInfo { kind: crate::programmer::ProgrammerKind::Sim, identity: format!("sim:{}", self.name) }
+    }
+    async fn open(&mut self) -> crate::error::ProgResult<()> {
+        self.driver.open().await
+    }
+    async fn enter_progmode(&mut self, part: &'static Part) -> crate::error::ProgResult<()> {
+        self.driver.enter_progmode(part).await
+    }
+    async fn leave_progmode(&mut self) -> crate::error::ProgResult<()> {
+        self.driver.leave_progmode().await
+    }
+    async fn spi(&mut self, cmd: isp::Cmd) -> crate::error::ProgResult<isp::Cmd> {
+        self.driver.spi(cmd).await
+    }
+    async fn close(&mut self) -> crate::error::ProgResult<()> {
+        self.driver.close().await
+    }
+    fn sck_hz(&self) -> Option<u32> {
+        self.driver.sck_hz()
+    }
+    fn take_notes(&mut self) -> Vec<String> {
+        self.driver.take_notes()
+    }
+    fn erase_clears_flash(&self) -> bool {
+        self.driver.erase_clears_flash()
+    }
+    async fn wait_us(&mut self, us: u32) {
+        self.driver.wait_us(us).await
+    }
+    fn read_block_size(&self) -> usize {
+        self.driver.read_block_size()
+    }
+    async fn read_signature(&mut self) -> crate::error::ProgResult<[u8; 3]> {
+        self.driver.read_signature().await
+    }
+    async fn chip_erase(&mut self, part: &'static Part) -> crate::error::ProgResult<()> {
+        self.driver.chip_erase(part).await
+    }
+    async fn write_flash_page(&mut self, part: &'static Part, addr: u32, data: &[u8]) -> crate::error::ProgResult<()> {
+        self.driver.write_flash_page(part, addr, data).await
+    }
+    async fn read_flash(&mut self, part: &'static Part, addr: u32, len: usize) -> crate::error::ProgResult<Vec<u8>> {
+        self.driver.read_flash(part, addr, len).await
+    }
+    async fn write_eeprom(&mut self, part: &'static Part, addr: u32, data: &[u8]) -> crate::error::ProgResult<()> {
+        self.driver.write_eeprom(part, addr, data).await
+    }
+    async fn read_eeprom(&mut self, part: &'static Part, addr: u32, len: usize) -> crate::error::ProgResult<Vec<u8>> {
+        self.driver.read_eeprom(part, addr, len).await
+    }
+    async fn read_fuse(&mut self, part: &'static Part, kind: FuseKind) -> crate::error::ProgResult<u8> {
+        self.driver.read_fuse(part, kind).await
+    }
+    async fn write_fuse(&mut self, part: &'static Part, kind: FuseKind, value: u8) -> crate::error::ProgResult<()> {
+        self.driver.write_fuse(part, kind, value).await
+    }
+    async fn read_lock(&mut self, part: &'static Part) -> crate::error::ProgResult<u8> {
+        self.driver.read_lock(part).await
+    }
+    async fn write_lock(&mut self, part: &'static Part, value: u8) -> crate::error::ProgResult<()> {
+        self.driver.write_lock(part, value).await
+    }
+}
+
 /// Put Optiboot and the Uno fuses on an ATmega328P; other parts keep blank flash (the
 /// emulator still behaves as Optiboot, with the boot section the high fuse selects).
 fn prepare_bootloader_target(target: &mut SimTarget) -> std::io::Result<()> {
