@@ -13,6 +13,7 @@ use flashline::job::{JobPlan, JobResult};
 use flashline::part::{self, FuseKind, Part};
 use flashline::programmer::avrdude::{run_job, AvrdudeOptions};
 use flashline::programmer::{ProgrammerKind, ProgrammerSpec};
+use flashline::sim::bridge::Bridge;
 use flashline::sim::stk500::{EmulatorOptions, Stk500Emulator, Stk500Mode};
 use flashline::sim::{Fault, SimOptions, SimTarget};
 
@@ -285,4 +286,71 @@ fn avrdude_fallback_as_a_programmer_through_the_job() {
         });
         assert_eq!(report.failure_class, Some(want), "{fault}: {:?}", report.message);
     }
+}
+
+/// The seed guide's own command line for a Caterina board, exactly (no `-b`: avrdude's default
+/// 115200; fuses in the guide's order, low first), on a *timed* emulator behind `bridge`.
+fn seed_command_on_timed_emulator(bridge: Bridge) {
+    let m = part("atmega32u4");
+    let t = SimTarget::new(m, SimOptions::new(true, Fault::None));
+    let emu = Stk500Emulator::spawn(t, EmulatorOptions::new(Stk500Mode::Avrisp).line_timing(true).bridge(bridge)).expect("pty");
+    let image_path = Path::new(FIXTURES).join("Caterina-Micro.hex");
+    let image = hex::read_file(&image_path).unwrap();
+    let mut c = Command::new("avrdude");
+    c.args(["-c", "avrisp", "-P"]).arg(emu.path()).args(["-p", "atmega32u4", "-U"]).arg(format!("flash:w:{}:i", image_path.display()));
+    c.args(["-U", "lfuse:w:0xFF:m", "-U", "hfuse:w:0xD8:m", "-U", "efuse:w:0xCB:m"]);
+    let (ok, _, err) = run_child(&mut c, Duration::from_secs(150));
+    assert!(ok, "bridge {bridge}: avrdude failed with the seed's command:\n{err}");
+    assert!(err.contains("32730 bytes of flash verified"), "bridge {bridge}:\n{err}");
+    let t = emu.target();
+    assert_eq!(t.flash(), &image.to_flat(m.flash_size, 0xFF)[..], "bridge {bridge}: flash");
+    assert_eq!((t.fuse(FuseKind::Low), t.fuse(FuseKind::High), t.fuse(FuseKind::Extended) & 0x0F), (0xFF, 0xD8, 0x0B), "bridge {bridge}: fuses");
+}
+
+#[test]
+fn seed_command_passes_behind_native_cdc() {
+    seed_command_on_timed_emulator(Bridge::Cdc);
+}
+
+#[test]
+fn seed_command_passes_behind_ftdi() {
+    seed_command_on_timed_emulator(Bridge::Ftdi { latency_ms: 16 });
+}
+
+#[test]
+fn seed_command_passes_behind_ch340() {
+    seed_command_on_timed_emulator(Bridge::Ch340);
+}
+
+#[test]
+fn seed_command_passes_behind_16u2() {
+    seed_command_on_timed_emulator(Bridge::U16u2);
+}
+
+/// avrdude sends LOAD_ADDRESS before every page, so it programs and verifies a firmware that
+/// keeps its address after PROG_PAGE / READ_PAGE (the reference for our driver's test).
+#[test]
+fn avrdude_programs_a_programmer_without_autoincrement() {
+    let m = part("atmega32u4");
+    let t = SimTarget::new(m, SimOptions::new(false, Fault::None));
+    let emu = Stk500Emulator::spawn(t, EmulatorOptions::new(Stk500Mode::Avrisp).no_autoinc(true)).expect("pty");
+    let image_path = Path::new(FIXTURES).join("Caterina-Micro.hex");
+    let image = hex::read_file(&image_path).unwrap();
+    let (ok, _, err) = avrdude("avrisp", 115_200, "m32u4", emu.path(), &[format!("flash:w:{}:i", image_path.display())]);
+    assert!(ok, "{err}");
+    assert_eq!(emu.target().flash(), &image.to_flat(m.flash_size, 0xFF)[..]);
+}
+
+#[test]
+fn sim_serve_bridge_options() {
+    let bin = env!("CARGO_BIN_EXE_flashline");
+    // Each of these is refused at once (bounded: a bug that served instead would be killed).
+    let refused = |args: &[&str], want: &str| {
+        let (ok, _, err) = run_child(Command::new(bin).args(["sim", "serve", "--mcu", "atmega32u4"]).args(args), Duration::from_secs(20));
+        assert!(!ok && err.contains(want), "{args:?}: {err}");
+    };
+    refused(&["--protocol", "stk500v1", "--bridge", "ftdi"], "--timing");
+    refused(&["--protocol", "stk500v1", "--timing", "--bridge", "pl2303"], "unknown bridge 'pl2303'");
+    refused(&["--protocol", "stk500v1", "--timing", "--bridge", "ftdi:0"], "1..=255");
+    refused(&["--protocol", "arduino", "--no-autoinc"], "--no-autoinc");
 }

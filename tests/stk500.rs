@@ -360,3 +360,92 @@ fn arduino_job_through_open() {
     assert!(report.notes.iter().any(|n| n.contains("not readable through the bootloader")), "{:?}", report.notes);
     assert_eq!(&emu.target().flash()[..code.len()], &code[..]);
 }
+
+/// An STK500v1 firmware that keeps its address after PROG_PAGE / READ_PAGE (`--no-autoinc`,
+/// like Optiboot): the avrisp driver programs and verifies it through the whole job.
+#[test]
+fn avrisp_job_on_a_programmer_without_autoincrement() {
+    use flashline::job::{run_job, JobPlan, JobResult};
+    use flashline::verify::VerifyPolicy;
+
+    let m = part("atmega32u4");
+    let image = hex::read_file(&Path::new(FIXTURES).join("Caterina-Micro.hex")).unwrap();
+    for verify in [VerifyPolicy::Full, VerifyPolicy::Written] {
+        let t = SimTarget::new(m, SimOptions::new(false, Fault::None));
+        let emu = Stk500Emulator::spawn(t, EmulatorOptions::new(Stk500Mode::Avrisp).no_autoinc(true)).expect("pty");
+        let mut plan = JobPlan::new(m, image.clone());
+        plan.fuses.high = Some(0xD8);
+        plan.verify = verify;
+        let report = bounded(async {
+            let mut p = Stk500Programmer::avrisp(emu.path(), None);
+            run_job(&mut p, &plan, &mut |_| {}).await
+        });
+        assert_eq!(report.result, JobResult::Pass, "verify {}: {:?}", verify.name(), report.message);
+        assert_eq!(emu.target().flash(), &image.to_flat(m.flash_size, 0xFF)[..], "verify {}", verify.name());
+    }
+}
+
+/// The driver's whole job on the timed emulator behind each USB bridge model: it passes and
+/// never addresses the chip while it is busy (no timing asserted).
+#[test]
+fn avrisp_job_on_every_timed_bridge() {
+    use flashline::job::{run_job, JobPlan, JobResult};
+    use flashline::sim::bridge::Bridge;
+
+    let m = part("atmega32u4");
+    let image = hex::read_file(&Path::new(FIXTURES).join("Caterina-Micro.hex")).unwrap();
+    let threads: Vec<_> = Bridge::ALL
+        .into_iter()
+        .map(|bridge| {
+            let image = image.clone();
+            std::thread::spawn(move || {
+                let t = SimTarget::new(m, SimOptions::new(true, Fault::None));
+                let emu = Stk500Emulator::spawn(t, EmulatorOptions::new(Stk500Mode::Avrisp).line_timing(true).bridge(bridge).no_autoinc(bridge == Bridge::Ch340)).expect("pty");
+                let mut plan = JobPlan::new(m, image.clone());
+                plan.fuses.low = Some(0xFF);
+                plan.fuses.high = Some(0xD8);
+                plan.fuses.extended = Some(0xCB);
+                let report = rt().block_on(async {
+                    let mut p = Stk500Programmer::avrisp(emu.path(), None);
+                    tokio::time::timeout(Duration::from_secs(90), run_job(&mut p, &plan, &mut |_| {})).await.expect("job exceeded 90 s")
+                });
+                assert_eq!(report.result, JobResult::Pass, "bridge {bridge}: {:?}", report.message);
+                let t = emu.target();
+                assert_eq!(t.flash(), &image.to_flat(m.flash_size, 0xFF)[..], "bridge {bridge}");
+                assert_eq!(t.stats().busy_violations, 0, "bridge {bridge}");
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+/// A `sim` programmer with a bridge (what `flash --programmer sim --timing --bridge B` and a
+/// station's `sim` slot with `bridge:` open): a simulated ArduinoISP behind that link, driven
+/// by the avrisp driver, with the `sim:NAME` identity.
+#[test]
+fn sim_with_a_bridge_runs_the_avrisp_path() {
+    use flashline::job::{run_job, JobPlan, JobResult};
+    use flashline::programmer::{open, ProgrammerSpec};
+    use flashline::sim::bridge::Bridge;
+
+    let m = part("atmega32u4");
+    let image = hex::read_file(&Path::new(FIXTURES).join("Caterina-Micro.hex")).unwrap();
+    let mut spec = ProgrammerSpec::sim("S1", SimOptions::new(true, Fault::None));
+    spec.bridge = Some(Bridge::Cdc);
+    let report = bounded(async {
+        let mut prog = open(&spec, m).await.unwrap();
+        assert_eq!(prog.info().identity, "sim:S1");
+        run_job(prog.as_mut(), &JobPlan::new(m, image.clone()), &mut |_| {}).await
+    });
+    assert_eq!(report.result, JobResult::Pass, "{:?}", report.message);
+
+    // The same through the command line; a bridge without --timing is refused.
+    let bin = env!("CARGO_BIN_EXE_flashline");
+    let hexfile = Path::new(FIXTURES).join("Caterina-Micro.hex");
+    let (ok, out) = run_joined(Command::new(bin).args(["flash", "-c", "sim", "--timing", "--bridge", "ftdi:2", "-p", "m32u4"]).arg(&hexfile).arg("--json"), Duration::from_secs(60));
+    assert!(ok && out.contains("\"result\": \"pass\""), "{out}");
+    let (ok, out) = run_joined(Command::new(bin).args(["flash", "-c", "sim", "--bridge", "cdc", "-p", "m32u4"]).arg(&hexfile), Duration::from_secs(60));
+    assert!(!ok && out.contains("--timing"), "{out}");
+}

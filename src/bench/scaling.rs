@@ -8,7 +8,7 @@
 //!   measured apart: a station with *untimed* sim slots (pure work, no sleeps) minus the same
 //!   untimed job run bare (no station, no records);
 //! * `avrisp` slots: each slot's ArduinoISP emulator runs in its own `flashline sim serve
-//!   --protocol stk500v1 --timing` child process on a pty (115200 baud, line timing), so this
+//!   --protocol stk500v1 --timing --bridge none` child process on a pty (115200 baud, bare UART line timing), so this
 //!   process's CPU is exactly what a station driving real programmers spends (drivers, serial
 //!   I/O, supervisor, records). The emulators' CPU is reported apart.
 //!
@@ -85,7 +85,7 @@ impl Emulators {
         let mut e = Emulators { children: Vec::new(), paths: Vec::new() };
         for i in 0..n {
             let mut child = Command::new(flashline)
-                .args(["sim", "serve", "--protocol", "stk500v1", "--mcu", mcu, "--timing", "--baud", "115200"])
+                .args(["sim", "serve", "--protocol", "stk500v1", "--mcu", mcu, "--timing", "--bridge", "none", "--baud", "115200"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())

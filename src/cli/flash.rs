@@ -45,6 +45,10 @@ pub struct ProgrammerArgs {
     /// sim only: model SPI time and the target's datasheet delays.
     #[arg(long)]
     pub timing: bool,
+    /// sim with --timing only: a simulated ArduinoISP behind this USB bridge model (cdc,
+    /// ftdi[:MS], ch340, 16u2, none), driven by the avrisp driver, instead of the in-process sim.
+    #[arg(long, value_parser = flashline::sim::bridge::Bridge::parse)]
+    pub bridge: Option<flashline::sim::bridge::Bridge>,
     /// Target part (catalog id, datasheet name or avrdude id: atmega32u4, ATmega32U4, m32u4).
     #[arg(long, short = 'p')]
     pub mcu: String,
@@ -121,7 +125,11 @@ impl ProgrammerArgs {
         if self.programmer != ProgrammerKind::Sim && (self.fault.is_some() || self.timing) {
             bail!("--fault and --timing apply only to --programmer sim");
         }
+        if self.bridge.is_some() && !(self.programmer == ProgrammerKind::Sim && self.timing) {
+            bail!("--bridge models time: it applies to --programmer sim with --timing");
+        }
         let mut spec = ProgrammerSpec::new(self.programmer, self.name.clone());
+        spec.bridge = self.bridge;
         spec.port = self.port.clone();
         spec.baud = self.baud;
         spec.usb = self.usb.clone();

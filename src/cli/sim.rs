@@ -7,6 +7,7 @@ use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand, ValueEnum};
 
 use flashline::part;
+use flashline::sim::bridge::Bridge;
 use flashline::sim::buspirate::{BusPirateEmulator, BusPirateOptions};
 use flashline::sim::stk500::{EmulatorOptions, Stk500Emulator, Stk500Mode};
 use flashline::sim::{Fault, SimOptions, SimTarget};
@@ -39,9 +40,18 @@ pub struct ServeArgs {
     /// Simulated part (catalog id, datasheet name or avrdude id).
     #[arg(long)]
     pub mcu: String,
-    /// Model the serial line rate and the target's datasheet write/erase delays.
+    /// Model the link (see --bridge) and the target's datasheet write/erase delays.
     #[arg(long)]
     pub timing: bool,
+    /// With --timing, the programmer's USB side: cdc (native USB CDC: 32U4 / Teensy ISP
+    /// firmwares, 1 ms frames), ftdi[:MS] (latency timer, default 16 ms), ch340, 16u2 (an Uno's
+    /// USB-serial chip), none (a bare UART). Default for stk500v1: cdc; otherwise none.
+    #[arg(long)]
+    pub bridge: Option<String>,
+    /// stk500v1 only: keep the address after PROG_PAGE/READ_PAGE (no auto-increment, like
+    /// Optiboot and other STK500v1 firmwares), so a host must send LOAD_ADDRESS per page.
+    #[arg(long)]
+    pub no_autoinc: bool,
     /// Fault to inject: none, no-target, no-target-ff, wrong-chip, flaky[:RATE], stuck[:ADDR],
     /// slow[:HZ], unplug[:PAGES]; for jtag-bitbang (STM32): none, no-target,
     /// readout-protected, clone, stuck[:ADDR].
@@ -73,13 +83,23 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     if a.baud == 0 {
         return Err(anyhow!("--baud must be above 0"));
     }
+    let bridge = match (&a.bridge, a.protocol) {
+        (Some(b), Protocol::Buspirate) => return Err(anyhow!("--bridge {b}: the Bus Pirate emulator models its line only (no bridge model yet)")),
+        (Some(_), _) if !a.timing => return Err(anyhow!("--bridge models time: use it with --timing")),
+        (Some(b), _) => Bridge::parse(b).map_err(|e| anyhow!(e))?,
+        (None, Protocol::Stk500v1) if a.timing => Bridge::Cdc,
+        (None, _) => Bridge::None,
+    };
+    if a.no_autoinc && !matches!(a.protocol, Protocol::Stk500v1) {
+        return Err(anyhow!("--no-autoinc applies to --protocol stk500v1"));
+    }
     let mut opts = SimOptions::new(a.timing, fault);
     opts.seed = a.seed;
     let target = SimTarget::new(part, opts);
     let (path, emu) = match a.protocol {
         Protocol::Stk500v1 | Protocol::Arduino => {
             let mode = if matches!(a.protocol, Protocol::Stk500v1) { Stk500Mode::Avrisp } else { Stk500Mode::Arduino };
-            let emu = Stk500Emulator::spawn(target, EmulatorOptions::new(mode).baud(a.baud).line_timing(a.timing))
+            let emu = Stk500Emulator::spawn(target, EmulatorOptions::new(mode).baud(a.baud).line_timing(a.timing).bridge(bridge).no_autoinc(a.no_autoinc))
                 .context("could not open a pseudo-terminal for the emulator")?;
             (emu.path().to_path_buf(), Served::Stk500(emu, mode))
         }
@@ -101,11 +121,12 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         Served::BusPirate(_) => "buspirate (Bus Pirate v3, firmware v6 binary SPI)",
     };
     eprintln!(
-        "serving {what} for {} on {} at {} baud{}{}; stop with Ctrl-C",
+        "serving {what} for {} on {} at {} baud{}{}{}; stop with Ctrl-C",
         part.name,
         path.display(),
         a.baud,
-        if a.timing { ", timed" } else { "" },
+        if a.timing { format!(", timed, bridge {bridge}") } else { String::new() },
+        if a.no_autoinc { ", no address auto-increment" } else { "" },
         if a.fault != "none" { format!(", fault {}", a.fault) } else { String::new() },
     );
 

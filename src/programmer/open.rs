@@ -26,6 +26,9 @@ pub struct ProgrammerSpec {
     pub avrdude_programmer: Option<String>,
     /// Simulated target options for `sim`.
     pub sim: SimOptions,
+    /// `sim` only: put a simulated ArduinoISP behind this USB bridge model (driven by the real
+    /// avrisp driver, `crate::sim::stk500::EmulatedAvrisp`) instead of the in-process programmer.
+    pub bridge: Option<crate::sim::bridge::Bridge>,
     /// Slot or user-given name; the `sim` identity is `sim:NAME`.
     pub name: String,
 }
@@ -40,6 +43,7 @@ impl ProgrammerSpec {
             usb: None,
             avrdude_programmer: None,
             sim: SimOptions::default(),
+            bridge: None,
             name: name.into(),
         }
     }
@@ -68,7 +72,12 @@ impl ProgrammerSpec {
 /// programmer is a `part`).
 pub async fn open(spec: &ProgrammerSpec, part: &'static Part) -> ProgResult<Box<dyn Programmer>> {
     match spec.kind {
-        ProgrammerKind::Sim => Ok(Box::new(SimProgrammer::new(part, spec.sim.clone(), spec.name.clone()))),
+        ProgrammerKind::Sim => match spec.bridge {
+            None => Ok(Box::new(SimProgrammer::new(part, spec.sim.clone(), spec.name.clone()))),
+            Some(b) => crate::sim::stk500::EmulatedAvrisp::spawn(part, spec.sim.clone(), b, spec.name.clone())
+                .map(|p| Box::new(p) as Box<dyn Programmer>)
+                .map_err(|e| ProgError::new(FailureClass::ProgrammerOpen, format!("sim:{}: cannot start the simulated ArduinoISP on a pty: {e}", spec.name))),
+        },
         ProgrammerKind::Avrisp => Ok(Box::new(Stk500Programmer::avrisp(serial_port(spec)?, spec.baud))),
         ProgrammerKind::Arduino => Ok(Box::new(Stk500Programmer::arduino(serial_port(spec)?, spec.baud))),
         ProgrammerKind::Avrdude => Ok(Box::new(crate::programmer::avrdude::AvrdudeProgrammer::new(

@@ -92,7 +92,11 @@ pub struct Stk500Programmer {
     port: Option<SerialStream>,
     /// Firmware version from GET_PARAMETER (decides SET_DEVICE_EXT's length).
     sw_version: (u8, u8),
-    /// Word address the firmware will use next, when we know it (to skip LOAD_ADDRESS).
+    /// Word address the firmware holds, when we know it (to skip a repeated LOAD_ADDRESS).
+    /// Only `LOAD_ADDRESS` sets it: whether a firmware advances its address over a
+    /// `PROG_PAGE`/`READ_PAGE` differs (ArduinoISP does, Optiboot does not, `CHECK_AUTOINC` is
+    /// answered by neither), so after any page command it is unknown and the next page gets its
+    /// own `LOAD_ADDRESS`, as avrdude sends it.
     here: Option<u32>,
     notes: Vec<String>,
     noted_fuses: bool,
@@ -457,12 +461,8 @@ impl Programmer for Stk500Programmer {
         // The firmware answers after the page write: allow the erase + write times.
         let work = Duration::from_micros(2 * part.delays.flash_page_us as u64) + Duration::from_millis(60);
         let res = self.command(&f, 0, work, "PROG_PAGE").await;
-        self.here = match (res.is_ok(), self.flavor) {
-            // ArduinoISP advances its address over the words it wrote; Optiboot does not.
-            (true, Flavor::Isp) => Some(addr / 2 + data.len() as u32 / 2),
-            (true, Flavor::Bootloader) => Some(addr / 2),
-            (false, _) => None,
-        };
+        // Advanced or not depends on the firmware: never rely on it.
+        self.here = None;
         res.map(|_| ())
     }
 
@@ -477,11 +477,8 @@ impl Programmer for Stk500Programmer {
             self.load_address(a as u32 / 2).await?;
             let f = [wire::READ_PAGE, (n >> 8) as u8, n as u8, wire::MEM_FLASH, wire::CRC_EOP];
             let res = self.command(&f, n, Duration::ZERO, "READ_PAGE").await;
-            self.here = match (res.is_ok(), self.flavor) {
-                (true, Flavor::Isp) => Some((a + n) as u32 / 2),
-                // Optiboot versions differ on whether reads advance the address: reload it.
-                _ => None,
-            };
+            // Whether reads advance the address differs between firmwares: reload it.
+            self.here = None;
             out.extend_from_slice(&res?);
             a += n;
         }
@@ -508,9 +505,7 @@ impl Programmer for Stk500Programmer {
             f.push(wire::CRC_EOP);
             let work = EEPROM_BYTE_ALLOWANCE * n as u32;
             let res = self.command(&f, 0, work, "PROG_PAGE (EEPROM)").await;
-            if res.is_err() {
-                self.here = None;
-            }
+            self.here = None;
             res?;
             a += n as u32;
             rest = &rest[n..];
@@ -529,9 +524,7 @@ impl Programmer for Stk500Programmer {
             self.load_address(a as u32 / 2).await?;
             let f = [wire::READ_PAGE, (n >> 8) as u8, n as u8, wire::MEM_EEPROM, wire::CRC_EOP];
             let res = self.command(&f, n, Duration::ZERO, "READ_PAGE (EEPROM)").await;
-            if res.is_err() {
-                self.here = None;
-            }
+            self.here = None;
             out.extend_from_slice(&res?);
             a += n;
         }

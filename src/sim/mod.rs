@@ -2,6 +2,7 @@
 //! real wire (pseudo-terminal or USB control-transfer level).
 
 pub mod boards;
+pub mod bridge;
 pub mod buspirate;
 pub mod pty;
 pub mod serving;

@@ -20,13 +20,23 @@
 //! lacks). A pty has no DTR/RTS: the emulated Optiboot board is always in its bootloader when
 //! the host syncs, as if the host's reset pulse had reached it.
 //!
-//! **Line timing** ([`EmulatorOptions::line_timing`]): every byte takes 10 bit times at the
-//! configured baud in each direction: a command is acted on only once its last byte would have
-//! arrived, and a reply is delivered when its last byte would have been sent. The target's own
-//! datasheet delays come on top (see [`crate::sim::SimOptions::timing`]).
+//! **Line timing** ([`EmulatorOptions::line_timing`]): the link between host and firmware is
+//! modelled by [`EmulatorOptions::bridge`] ([`crate::sim::bridge`]): the USB side of the
+//! programmer (native CDC frames, an FTDI latency timer, a CH340, an Uno's 16U2) and, behind a
+//! USB-serial bridge, the UART at 10 bit times per byte in each direction; `Bridge::None` is the
+//! bare UART alone. A command is acted on only once its last byte would have arrived, and reply
+//! bytes are delivered when the bridge would hand them to the host. The target's own datasheet
+//! delays come on top (see [`crate::sim::SimOptions::timing`]).
+//!
+//! **Address auto-increment**: ArduinoISP advances its word address over the words a
+//! `PROG_PAGE`/`READ_PAGE` touched; with [`EmulatorOptions::no_autoinc`] the emulated firmware
+//! keeps the address it was given (as Optiboot and other STK500v1 firmwares do), so a host must
+//! send `LOAD_ADDRESS` before every page. `CHECK_AUTOINC` is answered `UNKNOWN`, as ArduinoISP
+//! answers it.
 //!
 //! If the host sets a different baud on the tty than the emulator was started with, the bytes
 //! are dropped as garbage (as a UART at the wrong rate would see them) and a warning is logged.
+//! Behind native USB CDC (`Bridge::Cdc`) there is no UART and any baud is accepted.
 //!
 //! **Faults** are the target's ([`Fault`]); `unplug` makes the emulator close the pty master so
 //! the host sees the device vanish (reads fail or hit end of file).
@@ -45,6 +55,7 @@ use rand::{Rng, SeedableRng};
 use crate::isp;
 use crate::part::{FuseKind, Part};
 use crate::programmer::stk500::wire as stk;
+use crate::sim::bridge::{Bridge, BridgeClock};
 use crate::sim::pty::Pty;
 use crate::sim::pty::{read_host, write_host, HostRead};
 use crate::sim::serving::Serving;
@@ -76,13 +87,25 @@ pub struct EmulatorOptions {
     /// Serial rate the emulated firmware runs at (ArduinoISP ships at 19200; the QMK ISP
     /// firmwares and Optiboot on a 16 MHz board at 115200).
     pub baud: u32,
-    /// Emulate the serial line rate (10 bit times per byte, both directions).
+    /// Emulate the link's timing: the bridge below and the UART behind it.
     pub line_timing: bool,
+    /// The USB side of the programmer (used with `line_timing`).
+    pub bridge: Bridge,
+    /// Keep the address after `PROG_PAGE` / `READ_PAGE` instead of advancing it (Avrisp mode).
+    pub no_autoinc: bool,
 }
 
 impl EmulatorOptions {
     pub fn new(mode: Stk500Mode) -> Self {
-        Self { mode, baud: 115_200, line_timing: false }
+        Self { mode, baud: 115_200, line_timing: false, bridge: Bridge::None, no_autoinc: false }
+    }
+    pub fn bridge(mut self, bridge: Bridge) -> Self {
+        self.bridge = bridge;
+        self
+    }
+    pub fn no_autoinc(mut self, on: bool) -> Self {
+        self.no_autoinc = on;
+        self
     }
     pub fn baud(mut self, baud: u32) -> Self {
         self.baud = baud;
@@ -147,8 +170,9 @@ impl Stk500Emulator {
         let line_stats = stats.clone();
         let mode = opts.mode;
         let serving = Serving::spawn(format!("stk500-{}", mode.name()), target, move |worker_target, stop| {
-            let line = Line::new(pty, opts.baud, opts.line_timing, stop, line_stats);
+            let line = Line::new(pty, opts.baud, opts.line_timing, opts.bridge, stop, line_stats);
             let mut fw = Firmware::new(line, worker_target);
+            fw.no_autoinc = opts.no_autoinc;
             let end = match mode {
                 Stk500Mode::Avrisp => fw.run_arduinoisp(),
                 Stk500Mode::Arduino => fw.run_optiboot(),
@@ -193,6 +217,98 @@ impl Stk500Emulator {
     }
 }
 
+/// A simulated ArduinoISP-type programmer behind a USB `bridge`, with a fresh simulated board:
+/// an [`Stk500Emulator`] (timed when the board is) on a pty, driven by the real `avrisp` driver.
+/// What a `sim` station slot or `flash --programmer sim --timing` runs when given a bridge, so
+/// their cycle is the one of a Pro Micro / Teensy / Uno-as-ISP on that link. Identity `sim:NAME`.
+pub struct EmulatedAvrisp {
+    name: String,
+    driver: crate::programmer::stk500::Stk500Programmer,
+    emulator: Stk500Emulator,
+}
+
+impl EmulatedAvrisp {
+    /// Start the emulator for a fresh `part` board with `opts` behind `bridge`.
+    pub fn spawn(part: &'static Part, opts: crate::sim::SimOptions, bridge: Bridge, name: impl Into<String>) -> std::io::Result<EmulatedAvrisp> {
+        let timing = opts.timing;
+        let emulator = Stk500Emulator::spawn(SimTarget::new(part, opts), EmulatorOptions::new(Stk500Mode::Avrisp).line_timing(timing).bridge(bridge))?;
+        let driver = crate::programmer::stk500::Stk500Programmer::avrisp(emulator.path(), None);
+        Ok(EmulatedAvrisp { name: name.into(), driver, emulator })
+    }
+
+    /// The emulator (its target and counters).
+    pub fn emulator(&self) -> &Stk500Emulator {
+        &self.emulator
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::programmer::Programmer for EmulatedAvrisp {
+    fn info(&self) -> crate::programmer::ProgrammerInfo {
+        crate::programmer::ProgrammerInfo { kind: crate::programmer::ProgrammerKind::Sim, identity: format!("sim:{}", self.name) }
+    }
+    async fn open(&mut self) -> crate::error::ProgResult<()> {
+        self.driver.open().await
+    }
+    async fn enter_progmode(&mut self, part: &'static Part) -> crate::error::ProgResult<()> {
+        self.driver.enter_progmode(part).await
+    }
+    async fn leave_progmode(&mut self) -> crate::error::ProgResult<()> {
+        self.driver.leave_progmode().await
+    }
+    async fn spi(&mut self, cmd: isp::Cmd) -> crate::error::ProgResult<isp::Cmd> {
+        self.driver.spi(cmd).await
+    }
+    async fn close(&mut self) -> crate::error::ProgResult<()> {
+        self.driver.close().await
+    }
+    fn sck_hz(&self) -> Option<u32> {
+        self.driver.sck_hz()
+    }
+    fn take_notes(&mut self) -> Vec<String> {
+        self.driver.take_notes()
+    }
+    fn erase_clears_flash(&self) -> bool {
+        self.driver.erase_clears_flash()
+    }
+    async fn wait_us(&mut self, us: u32) {
+        self.driver.wait_us(us).await
+    }
+    fn read_block_size(&self) -> usize {
+        self.driver.read_block_size()
+    }
+    async fn read_signature(&mut self) -> crate::error::ProgResult<[u8; 3]> {
+        self.driver.read_signature().await
+    }
+    async fn chip_erase(&mut self, part: &'static Part) -> crate::error::ProgResult<()> {
+        self.driver.chip_erase(part).await
+    }
+    async fn write_flash_page(&mut self, part: &'static Part, addr: u32, data: &[u8]) -> crate::error::ProgResult<()> {
+        self.driver.write_flash_page(part, addr, data).await
+    }
+    async fn read_flash(&mut self, part: &'static Part, addr: u32, len: usize) -> crate::error::ProgResult<Vec<u8>> {
+        self.driver.read_flash(part, addr, len).await
+    }
+    async fn write_eeprom(&mut self, part: &'static Part, addr: u32, data: &[u8]) -> crate::error::ProgResult<()> {
+        self.driver.write_eeprom(part, addr, data).await
+    }
+    async fn read_eeprom(&mut self, part: &'static Part, addr: u32, len: usize) -> crate::error::ProgResult<Vec<u8>> {
+        self.driver.read_eeprom(part, addr, len).await
+    }
+    async fn read_fuse(&mut self, part: &'static Part, kind: FuseKind) -> crate::error::ProgResult<u8> {
+        self.driver.read_fuse(part, kind).await
+    }
+    async fn write_fuse(&mut self, part: &'static Part, kind: FuseKind, value: u8) -> crate::error::ProgResult<()> {
+        self.driver.write_fuse(part, kind, value).await
+    }
+    async fn read_lock(&mut self, part: &'static Part) -> crate::error::ProgResult<u8> {
+        self.driver.read_lock(part).await
+    }
+    async fn write_lock(&mut self, part: &'static Part, value: u8) -> crate::error::ProgResult<()> {
+        self.driver.write_lock(part, value).await
+    }
+}
+
 /// Put Optiboot and the Uno fuses on an ATmega328P; other parts keep blank flash (the
 /// emulator still behaves as Optiboot, with the boot section the high fuse selects).
 fn prepare_bootloader_target(target: &mut SimTarget) -> std::io::Result<()> {
@@ -228,31 +344,31 @@ struct Line {
     _slave: OwnedFd,
     baud: u32,
     timing: bool,
-    byte_time: Duration,
+    /// The link model; its times count from `epoch`.
+    clock: BridgeClock,
+    epoch: Instant,
     stop: Arc<AtomicBool>,
     stats: Arc<EmulatorStats>,
     rx: VecDeque<(u8, Instant)>,
     /// When the last byte handed to the firmware would have finished arriving.
     last_arrival: Instant,
-    /// When the transmitter is free again.
-    tx_free: Instant,
     warned_baud: Option<u32>,
 }
 
 impl Line {
-    fn new(pty: Pty, baud: u32, timing: bool, stop: Arc<AtomicBool>, stats: Arc<EmulatorStats>) -> Line {
+    fn new(pty: Pty, baud: u32, timing: bool, bridge: Bridge, stop: Arc<AtomicBool>, stats: Arc<EmulatorStats>) -> Line {
         let now = Instant::now();
         Line {
             master: pty.master,
             _slave: pty.slave,
             baud,
             timing,
-            byte_time: Duration::from_nanos(10_000_000_000 / baud as u64),
+            clock: BridgeClock::new(bridge, baud),
+            epoch: now,
             stop,
             stats,
             rx: VecDeque::new(),
             last_arrival: now,
-            tx_free: now,
             warned_baud: None,
         }
     }
@@ -279,7 +395,7 @@ impl Line {
                 HostRead::Stopped => return Err(Halt::Stopped),
             };
             self.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-            if let Some(host) = self.host_baud() {
+            if let Some(host) = self.host_baud().filter(|_| self.clock.bridge().has_uart()) {
                 if host != self.baud {
                     if self.warned_baud != Some(host) {
                         tracing::warn!("host set {host} baud, emulated firmware runs at {}: bytes are garbage", self.baud);
@@ -289,12 +405,13 @@ impl Line {
                 }
             }
             let now = Instant::now();
-            let mut t = now.max(self.rx.back().map(|b| b.1).unwrap_or(now));
-            for &b in &buf[..n] {
-                if self.timing {
-                    t += self.byte_time;
+            if self.timing {
+                let arrivals = self.clock.host_to_device(now - self.epoch, n);
+                for (&b, t) in buf[..n].iter().zip(arrivals) {
+                    self.rx.push_back((b, self.epoch + t));
                 }
-                self.rx.push_back((b, t));
+            } else {
+                self.rx.extend(buf[..n].iter().map(|&b| (b, now)));
             }
             return Ok(true);
         }
@@ -326,15 +443,20 @@ impl Line {
         }
     }
 
-    /// Send reply bytes; with line timing they are delivered when the last would have been sent.
+    /// Send reply bytes; with line timing each part is delivered when the bridge would hand it
+    /// to the host.
     fn put(&mut self, bytes: &[u8]) -> Result<(), Halt> {
-        if self.timing {
-            self.caught_up();
-            let start = Instant::now().max(self.tx_free);
-            self.tx_free = start + self.byte_time * bytes.len() as u32;
+        if !self.timing {
+            return write_host(&mut self.master, bytes, None, &self.stats.bytes_out).map_err(Halt::Io);
         }
-        let done = self.timing.then_some(self.tx_free);
-        write_host(&mut self.master, bytes, done, &self.stats.bytes_out).map_err(Halt::Io)
+        self.caught_up();
+        let chunks = self.clock.device_to_host(Instant::now() - self.epoch, bytes.len());
+        let mut at = 0;
+        for (t, n) in chunks {
+            write_host(&mut self.master, &bytes[at..at + n], Some(self.epoch + t), &self.stats.bytes_out).map_err(Halt::Io)?;
+            at += n;
+        }
+        Ok(())
     }
 
     /// Drop everything until the host has been quiet for `quiet`.
@@ -364,6 +486,8 @@ struct Firmware {
     here: u32,
     pmode: bool,
     rng: SmallRng,
+    /// Keep `here` after PROG_PAGE / READ_PAGE (`EmulatorOptions::no_autoinc`).
+    no_autoinc: bool,
     self_writes: u64,
     /// Set when an `unplug` fault fires in bootloader mode.
     gone: bool,
@@ -371,7 +495,7 @@ struct Firmware {
 
 impl Firmware {
     fn new(line: Line, target: Arc<Mutex<SimTarget>>) -> Firmware {
-        Firmware { line, target, params: DeviceParams::default(), here: 0, pmode: false, rng: SmallRng::seed_from_u64(0x0B007), self_writes: 0, gone: false }
+        Firmware { line, target, params: DeviceParams::default(), here: 0, pmode: false, rng: SmallRng::seed_from_u64(0x0B007), no_autoinc: false, self_writes: 0, gone: false }
     }
 
     fn target(&self) -> MutexGuard<'_, SimTarget> {
@@ -588,6 +712,7 @@ impl Firmware {
                 if self.line.getch()? != stk::CRC_EOP {
                     return self.line.put(&[stk::NOSYNC]);
                 }
+                let start = self.here;
                 let mut page = self.current_page();
                 let mut x = 0;
                 while x < len {
@@ -603,6 +728,9 @@ impl Firmware {
                     self.here += 1;
                 }
                 self.commit(page);
+                if self.no_autoinc {
+                    self.here = start;
+                }
                 self.line.put(&[stk::INSYNC, stk::OK])
             }
             stk::MEM_EEPROM => {
@@ -637,12 +765,16 @@ impl Firmware {
         out.push(stk::INSYNC);
         let mut result = stk::FAILED;
         if memtype == stk::MEM_FLASH {
+            let start = self.here;
             let mut x = 0;
             while x < len {
                 out.push(self.spi(isp::read_flash(self.here * 2)));
                 out.push(self.spi(isp::read_flash(self.here * 2 + 1)));
                 self.here += 1;
                 x += 2;
+            }
+            if self.no_autoinc {
+                self.here = start;
             }
             result = stk::OK;
         } else if memtype == stk::MEM_EEPROM {

@@ -56,6 +56,9 @@ pub struct SlotConfig {
     /// Simulated slots only: model datasheet delays and SPI time (default false).
     #[serde(default)]
     pub timing: bool,
+    /// Timed simulated slots only: a simulated ArduinoISP behind this USB bridge model (`cdc`,
+    /// `ftdi[:MS]`, `ch340`, `16u2`, `none`) instead of the in-process programmer.
+    pub bridge: Option<String>,
 }
 
 /// A checked slot, ready for the supervisor.
@@ -70,6 +73,7 @@ pub struct Slot {
     pub fault: Fault,
     pub fault_rate: f64,
     pub timing: bool,
+    pub bridge: Option<crate::sim::bridge::Bridge>,
 }
 
 /// A checked station.
@@ -149,6 +153,13 @@ impl Station {
                 Some(f) => Fault::parse(f).map_err(&err)?,
                 None => Fault::None,
             };
+            let bridge = match &s.bridge {
+                None => None,
+                Some(_) if kind != ProgrammerKind::Sim || !s.timing => {
+                    return Err(err("`bridge` models time: it applies to simulated slots with `timing: true`".into()));
+                }
+                Some(b) => Some(crate::sim::bridge::Bridge::parse(b).map_err(&err)?),
+            };
             let fault_rate = s.fault_rate.unwrap_or(1.0);
             if !(0.0..=1.0).contains(&fault_rate) {
                 return Err(err(format!("fault_rate {fault_rate} must be between 0 and 1")));
@@ -163,6 +174,7 @@ impl Station {
                 fault,
                 fault_rate,
                 timing: s.timing,
+                bridge,
             });
         }
         let sim_boards = raw.sim_boards.map(|d| if d.is_relative() { path.parent().unwrap_or(Path::new(".")).join(d) } else { d });
@@ -201,5 +213,11 @@ mod tests {
         assert!(e.contains("unknown fault"), "{e}");
         let e = parse("station: x\nslots:\n  - { name: A1, programmer: jtagice }\n").unwrap_err().to_string();
         assert!(e.contains("unknown programmer"), "{e}");
+        let e = parse("station: x\nslots:\n  - { name: A1, programmer: sim, bridge: cdc }\n").unwrap_err().to_string();
+        assert!(e.contains("slot A1") && e.contains("timing: true"), "{e}");
+        let e = parse("station: x\nslots:\n  - { name: A1, programmer: sim, timing: true, bridge: usb3 }\n").unwrap_err().to_string();
+        assert!(e.contains("unknown bridge 'usb3'"), "{e}");
+        let st = parse("station: x\nslots:\n  - { name: A1, programmer: sim, timing: true, bridge: \"ftdi:4\" }\n").unwrap();
+        assert_eq!(st.slots[0].bridge, Some(crate::sim::bridge::Bridge::Ftdi { latency_ms: 4 }));
     }
 }

@@ -461,6 +461,7 @@ impl SlotCtx {
         spec.usb = self.slot.usb.clone();
         spec.avrdude_programmer = self.slot.avrdude_programmer.clone();
         spec.sim = sim;
+        spec.bridge = self.slot.bridge;
         spec
     }
 
