@@ -47,7 +47,7 @@ enum Command {
     Serve(cli::serve::ServeArgs),
     /// Run a recipe on a station: scan boards, flash them in parallel, record every attempt.
     Run(cli::run::RunArgs),
-    /// Speed benchmarks (issue 6): cycle vs bound, vs avrdude, USB transfers, scaling, build.
+    /// Speed benchmarks: cycle vs bound, vs avrdude, USB transfers, scaling, build.
     Bench(cli::bench::BenchArgs),
 }
 

@@ -1,5 +1,5 @@
 //! `flashline bench [cycle|avrdude|usb|scaling|build|all] [--quick]`: the speed tables of
-//! issue 6, printed as Markdown (what BENCHMARKS.md holds).
+//! BENCHMARKS.md, printed as Markdown.
 
 use std::io::Write;
 use std::path::PathBuf;

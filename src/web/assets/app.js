@@ -156,6 +156,8 @@ function renderTotals() {
   text($("t-passed"), t.passed); text($("t-failed"), t.failed); text($("t-units"), t.units);
   text($("t-yield"), fmtPct(t.yield_pct)); text($("t-attempts"), t.attempts); text($("t-errors"), t.errors);
   text($("t-refused"), t.rejected_scans);
+  // Results the records could not take: the boards must be set aside (never hidden).
+  text($("t-unrecorded"), t.unrecorded || 0); $("t-unrecorded-row").hidden = !t.unrecorded;
 }
 
 function renderRefused() {
