@@ -6,13 +6,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::broadcast;
 
-use flashline::station::{Station, StationEvent, Submit, Supervisor};
+use flashline::station::scan::is_quit;
+use flashline::station::{Station, StationEvent, Supervisor};
+use flashline::text::shown;
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -111,15 +112,22 @@ async fn run_async(a: RunArgs) -> anyhow::Result<ExitCode> {
     };
     tokio::pin!(stop);
 
-    // Scan intake.
+    // Scan intake. `quit` ends only a session typed at a terminal: in a scan file or a pipe
+    // it is data (a line like any other).
+    let stdin_is_terminal = std::io::stdin().is_terminal();
     let intake = async {
         match a.scans.as_deref() {
             Some("-") | None => {
-                let mut lines = BufReader::new(tokio::io::stdin()).lines();
+                let mut input = BufReader::new(tokio::io::stdin());
                 loop {
                     tokio::select! {
-                        l = lines.next_line() => match l {
-                            Ok(Some(line)) => { if sup.submit(&line).await == Submit::Quit { return anyhow::Ok(IntakeEnd::Stop); } }
+                        l = read_scan_line(&mut input) => match l {
+                            Ok(Some(line)) => {
+                                if stdin_is_terminal && is_quit(&line) {
+                                    return anyhow::Ok(IntakeEnd::Stop);
+                                }
+                                sup.submit(&line).await;
+                            }
                             _ => break,
                         },
                         _ = &mut stop => return anyhow::Ok(IntakeEnd::Stop),
@@ -127,10 +135,11 @@ async fn run_async(a: RunArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read scan file {path}"))?;
+                let text = flashline::input::read_text(std::path::Path::new(path), flashline::input::SCANS_LIMIT)
+                    .map_err(|e| anyhow::anyhow!("scan file {e}"))?;
                 for line in text.lines() {
                     tokio::select! {
-                        r = sup.submit(line) => if r == Submit::Quit { return anyhow::Ok(IntakeEnd::Stop) },
+                        _ = sup.submit(line) => {},
                         _ = &mut stop => return anyhow::Ok(IntakeEnd::Stop),
                     }
                 }
@@ -165,6 +174,39 @@ async fn run_async(a: RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Longest scan line kept from stdin; the rest of a longer line is read and dropped (the
+/// supervisor refuses the kept part as too long), so a line without end cannot fill memory.
+const MAX_SCAN_LINE: usize = 4096;
+
+/// One line from the scan input (without its line ending), bounded to [`MAX_SCAN_LINE`] bytes.
+/// `None` at the end of the input.
+async fn read_scan_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> std::io::Result<Option<String>> {
+    let mut line = Vec::new();
+    let mut any = false;
+    loop {
+        let buf = r.fill_buf().await?;
+        if buf.is_empty() {
+            break;
+        }
+        any = true;
+        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], Some(i + 1)),
+            None => (buf, None),
+        };
+        let room = MAX_SCAN_LINE.saturating_sub(line.len());
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let used = done.unwrap_or(buf.len());
+        r.consume(used);
+        if done.is_some() {
+            break;
+        }
+    }
+    if !any {
+        return Ok(None);
+    }
+    Ok(Some(String::from_utf8_lossy(&line).into_owned()))
 }
 
 fn prompt(q: &str) -> anyhow::Result<String> {
@@ -224,12 +266,14 @@ fn spawn_view(sup: &Supervisor, json: bool, interactive: bool) -> tokio::task::J
             }
             match &ev {
                 StationEvent::JobStarted { slot, serial, attempt, .. } => {
+                    let serial = shown(serial);
                     if let Some(i) = idx(slot) {
                         bars[i].set_position(0);
                         bars[i].set_message(format!("{serial} (attempt {attempt}) starting"));
                     }
                 }
                 StationEvent::Step { slot, serial, step, .. } => {
+                    let (serial, step) = (shown(serial), shown(step));
                     if let Some(i) = idx(slot) {
                         bars[i].set_message(format!("{serial} {step}"));
                     }
@@ -241,6 +285,9 @@ fn spawn_view(sup: &Supervisor, json: bool, interactive: bool) -> tokio::task::J
                     }
                 }
                 StationEvent::JobFinished { slot, serial, result, failure_class, message, cycle_ms, .. } => {
+                    let serial = shown(serial);
+                    let message = message.as_deref().map(shown);
+                    let failure_class = failure_class.as_deref().map(shown);
                     let line = if result == "pass" {
                         format!("{slot:>5}  {serial}  PASS  {:.2} s", *cycle_ms as f64 / 1000.0)
                     } else {
@@ -262,6 +309,7 @@ fn spawn_view(sup: &Supervisor, json: bool, interactive: bool) -> tokio::task::J
                     }
                 }
                 StationEvent::SlotOffline { slot, reason } => {
+                    let reason = shown(reason);
                     let line = format!("{slot:>5}  OFFLINE  {reason}");
                     if let Some(i) = idx(slot) {
                         bars[i].set_message(format!("OFFLINE — {reason}"));
@@ -273,7 +321,7 @@ fn spawn_view(sup: &Supervisor, json: bool, interactive: bool) -> tokio::task::J
                     }
                 }
                 StationEvent::ScanRejected { raw, reason, .. } => {
-                    let line = format!("SCAN REFUSED  {raw}: {reason}");
+                    let line = format!("SCAN REFUSED  {}: {}", shown(raw), shown(reason));
                     if live {
                         let _ = mp.println(line);
                     } else {

@@ -37,7 +37,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::db::Db;
-use crate::station::scan::{parse_line, Scan};
+use crate::station::scan::is_quit;
 use crate::station::{StationEvent, Submit, Supervisor};
 
 pub mod assets;
@@ -480,8 +480,7 @@ async fn scan(State(st): State<AppState>, Json(b): Json<ScanBody>) -> Response {
     if b.line.len() > 512 {
         return Reply::refused("scan longer than 512 characters: not a barcode").into_response();
     }
-    let names: Vec<String> = sup.station().slots.iter().map(|s| s.name.clone()).collect();
-    if matches!(parse_line(&b.line, &names), Some(Scan::Quit)) {
+    if is_quit(&b.line) {
         return Reply::refused("to stop the station use the Stop button").into_response();
     }
     let line = b.line.clone();
