@@ -20,8 +20,6 @@ pub const CONFIG_LIMIT: u64 = 1 << 20;
 /// Intel HEX inputs: the largest flash in the catalog as 16-byte records is under 3 MiB of text;
 /// this leaves room for 32-byte records, comments, CRLF and EEPROM data.
 pub const HEX_LIMIT: u64 = 16 << 20;
-/// Scan files (`--scans FILE`): a million 16-character barcodes.
-pub const SCANS_LIMIT: u64 = 16 << 20;
 /// Deepest YAML nesting accepted (recipes use 3 levels, station files 3).
 pub const MAX_NESTING: usize = 32;
 

@@ -262,6 +262,8 @@ impl Recipe {
             if let Some(i) = message.rfind(" at line ") {
                 message.truncate(i);
             }
+            // The parser quotes the file's text (keys, values): escape what a terminal would act on.
+            let message = crate::text::shown(&message).into_owned();
             RecipeError {
                 file: name.to_string(),
                 line: loc.as_ref().map(|l| l.line()),
@@ -269,7 +271,10 @@ impl Recipe {
                 message,
             }
         })?;
-        r.validate().map_err(|message| RecipeError { file: name.to_string(), line: None, column: None, message })?;
+        r.validate().map_err(|message| {
+            let at = key_position(text, &message);
+            RecipeError { file: name.to_string(), line: at.map(|a| a.0), column: at.map(|a| a.1), message }
+        })?;
         Ok(r)
     }
 
@@ -338,6 +343,26 @@ impl Recipe {
     }
 }
 
+/// Where the key a cross-key message starts with (`serial.write.start: …` → `start`) is
+/// written: its first occurrence as `KEY:` at the start of a line or after `{`, `,` or `- `.
+fn key_position(text: &str, message: &str) -> Option<(usize, usize)> {
+    let path = message.split([':', ' ']).next()?;
+    let key = path.rsplit('.').next().filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))?;
+    for (i, line) in text.lines().enumerate() {
+        let mut from = 0;
+        while let Some(j) = line[from..].find(key) {
+            let at = from + j;
+            let before = line[..at].trim_end();
+            let after = &line[at + key.len()..];
+            if (before.is_empty() || before.ends_with(['{', ',', '-'])) && after.trim_start().starts_with(':') {
+                return Some((i + 1, line[..at].chars().count() + 1));
+            }
+            from = at + key.len();
+        }
+    }
+    None
+}
+
 // ---- value deserializers (errors raised here carry line and column) --------------------------
 
 /// A scalar as YAML gave it.
@@ -379,7 +404,7 @@ fn de_sku<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         if s.trim().is_empty() {
             Err("empty".to_string())
         } else {
-            crate::input::check_name(&s, MAX_SKU_CHARS).map(|()| s).map_err(|e| format!("sku: {e}"))
+            crate::input::check_name(&s, MAX_SKU_CHARS).map(|()| s)
         }
     }))
 }

@@ -112,37 +112,38 @@ async fn run_async(a: RunArgs) -> anyhow::Result<ExitCode> {
     };
     tokio::pin!(stop);
 
-    // Scan intake. `quit` ends only a session typed at a terminal: in a scan file or a pipe
-    // it is data (a line like any other).
+    // Scan intake: stdin, or a file / FIFO read as a stream of lines (bounded per line).
+    // `quit` ends only a session typed at a terminal: in a scan file or a pipe it is data.
     let stdin_is_terminal = std::io::stdin().is_terminal();
     let intake = async {
-        match a.scans.as_deref() {
-            Some("-") | None => {
-                let mut input = BufReader::new(tokio::io::stdin());
-                loop {
-                    tokio::select! {
-                        l = read_scan_line(&mut input) => match l {
-                            Ok(Some(line)) => {
-                                if stdin_is_terminal && is_quit(&line) {
-                                    return anyhow::Ok(IntakeEnd::Stop);
-                                }
-                                sup.submit(&line).await;
-                            }
-                            _ => break,
-                        },
-                        _ = &mut stop => return anyhow::Ok(IntakeEnd::Stop),
-                    }
-                }
-            }
+        let (mut input, terminal): (Box<dyn tokio::io::AsyncBufRead + Unpin + Send>, bool) = match a.scans.as_deref() {
+            Some("-") | None => (Box::new(BufReader::new(tokio::io::stdin())), stdin_is_terminal),
             Some(path) => {
-                let text = flashline::input::read_text(std::path::Path::new(path), flashline::input::SCANS_LIMIT)
-                    .map_err(|e| anyhow::anyhow!("scan file {e}"))?;
-                for line in text.lines() {
-                    tokio::select! {
-                        _ = sup.submit(line) => {},
-                        _ = &mut stop => return anyhow::Ok(IntakeEnd::Stop),
+                let file = tokio::select! {
+                    f = open_scans(path) => f?,
+                    _ = &mut stop => return anyhow::Ok(IntakeEnd::Stop),
+                };
+                (Box::new(BufReader::new(file)), false)
+            }
+        };
+        let mut n = 0usize;
+        loop {
+            tokio::select! {
+                l = read_scan_line(&mut input) => match l {
+                    Ok(Some(line)) => {
+                        n += 1;
+                        if terminal && is_quit(&line) {
+                            return anyhow::Ok(IntakeEnd::Stop);
+                        }
+                        tokio::select! {
+                            _ = sup.submit(&line) => {}
+                            _ = &mut stop => return anyhow::Ok(IntakeEnd::Stop),
+                        }
                     }
-                }
+                    Ok(None) => break,
+                    Err(e) => anyhow::bail!("scan input{}, line {}: {e}", a.scans.as_deref().filter(|p| *p != "-").map(|p| format!(" {}", shown(p))).unwrap_or_default(), n + 1),
+                },
+                _ = &mut stop => return anyhow::Ok(IntakeEnd::Stop),
             }
         }
         anyhow::Ok(IntakeEnd::Ended)
@@ -176,14 +177,26 @@ async fn run_async(a: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Longest scan line kept from stdin; the rest of a longer line is read and dropped (the
-/// supervisor refuses the kept part as too long), so a line without end cannot fill memory.
+/// Longest scan line kept; the rest of a longer line is read and dropped (the supervisor
+/// refuses the kept part as too long), so a line without end cannot fill memory.
 const MAX_SCAN_LINE: usize = 4096;
+/// A "line" longer than this is not a barcode list (`/dev/zero`, a binary file): stop.
+const MAX_SCAN_RUN: usize = 1 << 20;
+
+/// `--scans PATH`: a regular file, a FIFO or a device read as a stream; not a directory.
+async fn open_scans(path: &str) -> anyhow::Result<tokio::fs::File> {
+    let meta = tokio::fs::metadata(path).await.map_err(|e| anyhow::anyhow!("scan file {}: {e}", shown(path)))?;
+    if meta.is_dir() {
+        anyhow::bail!("scan file {}: is a directory, not a file of scans", shown(path));
+    }
+    tokio::fs::File::open(path).await.map_err(|e| anyhow::anyhow!("scan file {}: {e}", shown(path)))
+}
 
 /// One line from the scan input (without its line ending), bounded to [`MAX_SCAN_LINE`] bytes.
 /// `None` at the end of the input.
-async fn read_scan_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> std::io::Result<Option<String>> {
+async fn read_scan_line<R: tokio::io::AsyncBufRead + Unpin + ?Sized>(r: &mut R) -> std::io::Result<Option<String>> {
     let mut line = Vec::new();
+    let mut run = 0usize;
     let mut any = false;
     loop {
         let buf = r.fill_buf().await?;
@@ -198,7 +211,11 @@ async fn read_scan_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> std::i
         let room = MAX_SCAN_LINE.saturating_sub(line.len());
         line.extend_from_slice(&chunk[..chunk.len().min(room)]);
         let used = done.unwrap_or(buf.len());
+        run += used;
         r.consume(used);
+        if done.is_none() && run > MAX_SCAN_RUN {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("no line break in {} MiB: not a list of barcodes", MAX_SCAN_RUN >> 20)));
+        }
         if done.is_some() {
             break;
         }

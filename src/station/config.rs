@@ -187,6 +187,8 @@ impl Station {
             if let Some(i) = message.rfind(" at line ") {
                 message.truncate(i);
             }
+            // The parser quotes the file's text (keys, values): escape what a terminal would act on.
+            let message = crate::text::shown(&message).into_owned();
             match e.location() {
                 Some(l) => ConfigError::At { path: path.to_owned(), line: l.line(), column: l.column(), message },
                 None => ConfigError::Yaml { path: path.to_owned(), message },

@@ -40,6 +40,9 @@ pub fn check_serial(serial: &str) -> Result<(), String> {
     if n > MAX_SERIAL_CHARS {
         return Err(format!("serial is {n} characters long; at most {MAX_SERIAL_CHARS}: not a board label"));
     }
+    if serial.contains('\u{FFFD}') {
+        return Err(format!("serial '{}' is not text (bytes that are not UTF-8): not a board label, scan it again", crate::text::shown(serial)));
+    }
     if let Some(c) = serial.chars().find(|c| crate::text::is_unsafe(*c)) {
         return Err(format!(
             "serial '{}' holds the control or invisible character {}: not a board label, scan it again",
