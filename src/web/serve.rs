@@ -5,8 +5,7 @@
 //!   are never starved) and at most [`Limits::max_per_peer`] per client address;
 //! - when a cap is reached, the connection that has been quiet the longest (first those that
 //!   never got an answer: idle sockets, slow-header clients) is closed to make room, so a flood
-//!   of idle sockets cannot lock the operator's browser out; with nothing quiet enough to close,
-//!   the new connection is closed at once;
+//!   of idle sockets cannot lock the operator's browser out;
 //! - **header timeout**: a request's headers must arrive within [`Limits::header_timeout`];
 //! - **idle timeout**: a connection with no bytes either way for [`Limits::idle_timeout`] is
 //!   closed (event streams send a keep-alive every 10 s, so they stay);
@@ -34,7 +33,8 @@ pub struct Limits {
     pub max_per_peer: usize,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
-    /// A connection quiet for this long may be closed to make room for a new one.
+    /// A connection quiet for this long may be closed to make room for a new one (default:
+    /// any; the quietest goes, and a fresh connection is never the quietest for long).
     pub evict_after: Duration,
 }
 
@@ -48,7 +48,7 @@ impl Default for Limits {
             max_per_peer: (max_connections / 4).max(8),
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
-            evict_after: Duration::from_secs(1),
+            evict_after: Duration::ZERO,
         }
     }
 }
