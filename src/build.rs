@@ -236,7 +236,7 @@ fn load_input(role: Role, path: PathBuf, pin: Option<&str>) -> Result<Input, Bui
 /// Read a recipe and its inputs, run every check, and merge: nothing is written.
 pub fn prepare(recipe_path: &Path) -> Result<Production, BuildError> {
     let name = recipe_path.display().to_string();
-    let input_error = |e: crate::input::InputError| RecipeError { file: name.clone(), line: None, column: None, message: e.kind.to_string() };
+    let input_error = |e: crate::input::InputError| RecipeError { file: name.clone(), line: None, column: None, message: e.kind.message("recipe") };
     let recipe_bytes = crate::input::read_bytes(recipe_path, crate::input::CONFIG_LIMIT).map_err(input_error)?;
     let recipe_sha256 = sha256_hex(&recipe_bytes);
     let text = crate::input::text_of(recipe_path, recipe_bytes).map_err(input_error)?;

@@ -40,6 +40,16 @@ pub enum InputErrorKind {
     NotUtf8 { offset: usize },
 }
 
+impl InputErrorKind {
+    /// The message, with I/O errors said as "cannot read the WHAT: …".
+    pub fn message(&self, what: &str) -> String {
+        match self {
+            InputErrorKind::Io(e) => format!("cannot read the {what}: {e}"),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for InputErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -285,7 +285,7 @@ impl Recipe {
             file: name.clone(),
             line: None,
             column: None,
-            message: e.kind.to_string(),
+            message: e.kind.message("recipe"),
         })?;
         Self::parse(&text, &name)
     }

@@ -338,7 +338,12 @@ fn spawn_view(sup: &Supervisor, json: bool, interactive: bool) -> tokio::task::J
                     }
                 }
                 StationEvent::ScanRejected { raw, reason, .. } => {
-                    let line = format!("SCAN REFUSED  {}: {}", shown(raw), shown(reason));
+                    let raw = shown(raw);
+                    let raw = match raw.char_indices().nth(120) {
+                        Some((i, _)) => format!("{}…", &raw[..i]),
+                        None => raw.into_owned(),
+                    };
+                    let line = format!("SCAN REFUSED  {raw}: {}", shown(reason));
                     if live {
                         let _ = mp.println(line);
                     } else {

@@ -265,8 +265,14 @@ impl Stk500Programmer {
         }
         let port = self.port_name();
         Err(match (last_garbage, self.flavor) {
-            // Garbage before any command reached a board: the programmer or its settings.
-            (Some(g), _) => ProgError::with_hint(
+            // Through a bootloader the board itself answers: garbage is its clock or contacts.
+            (Some(g), Flavor::Bootloader) => ProgError::comm(format!(
+                "{port}: the board answers garbage (0x{g:02X}) instead of STK500 sync at {} baud: check the baud and the board's clock",
+                self.baud
+            )),
+            // An ISP programmer answers sync itself, before any board is involved: garbage is
+            // the programmer or its settings, not the board.
+            (Some(g), Flavor::Isp) => ProgError::with_hint(
                 FailureClass::Config,
                 format!(
                     "{port}: the programmer answers garbage (0x{g:02X}) instead of STK500 sync at {} baud: check the baud (stock ArduinoISP runs at 19200) and the slot's `programmer:` type",
