@@ -70,7 +70,7 @@ impl fmt::Display for InputError {
 impl std::error::Error for InputError {}
 
 fn size(n: u64) -> String {
-    if n >= 1 << 20 && n % (1 << 20) == 0 {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
         format!("{} MiB", n >> 20)
     } else {
         format!("{n} bytes")

@@ -187,7 +187,7 @@ impl BusPirate {
                 Err(_) => {
                     let got = String::from_utf8_lossy(&seen).chars().take(40).collect::<String>();
                     // STK500 firmwares answer unknown bytes with NOSYNC (0x15) or INSYNC (0x14).
-                    if !seen.is_empty() && seen.iter().all(|b| matches!(b, 0x14 | 0x15 | 0x10 | 0x11 | 0x12 | 0x13)) {
+                    if !seen.is_empty() && seen.iter().all(|b| matches!(b, 0x10..=0x15)) {
                         return Err(ProgError::with_hint(
                             FailureClass::Config,
                             format!(
