@@ -217,10 +217,8 @@ struct Input {
 
 fn load_input(role: Role, path: PathBuf, pin: Option<&str>) -> Result<Input, BuildError> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(&path).map_err(|e| BuildError::Hex {
-        role,
-        source: HexError { file: name.clone(), line: None, kind: hex::HexErrorKind::Io(e) },
-    })?;
+    let bytes = crate::input::read_bytes(&path, crate::input::HEX_LIMIT)
+        .map_err(|e| BuildError::Hex { role, source: HexError::input(&name, e) })?;
     let sha256 = sha256_hex(&bytes);
     if let Some(pinned) = pin {
         if pinned != sha256 {
@@ -238,19 +236,10 @@ fn load_input(role: Role, path: PathBuf, pin: Option<&str>) -> Result<Input, Bui
 /// Read a recipe and its inputs, run every check, and merge: nothing is written.
 pub fn prepare(recipe_path: &Path) -> Result<Production, BuildError> {
     let name = recipe_path.display().to_string();
-    let recipe_bytes = std::fs::read(recipe_path).map_err(|e| RecipeError {
-        file: name.clone(),
-        line: None,
-        column: None,
-        message: format!("cannot read the recipe: {e}"),
-    })?;
+    let input_error = |e: crate::input::InputError| RecipeError { file: name.clone(), line: None, column: None, message: e.kind.message("recipe") };
+    let recipe_bytes = crate::input::read_bytes(recipe_path, crate::input::CONFIG_LIMIT).map_err(input_error)?;
     let recipe_sha256 = sha256_hex(&recipe_bytes);
-    let text = String::from_utf8(recipe_bytes).map_err(|_| RecipeError {
-        file: name.clone(),
-        line: None,
-        column: None,
-        message: "the recipe is not UTF-8 text".into(),
-    })?;
+    let text = crate::input::text_of(recipe_path, recipe_bytes).map_err(input_error)?;
     let recipe = Recipe::parse(&text, &name)?;
     let part = recipe.part();
     let dir = recipe_path.parent().unwrap_or(Path::new(""));

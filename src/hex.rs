@@ -37,6 +37,9 @@ pub struct HexError {
 pub enum HexErrorKind {
     #[error("cannot read the file: {0}")]
     Io(#[source] io::Error),
+    /// Not a regular file, or larger than [`crate::input::HEX_LIMIT`].
+    #[error("{0}")]
+    Input(String),
     #[error("line does not start with ':' (found {found:?}); is this an Intel HEX file?")]
     MissingStartCode { found: char },
     #[error("non-hex character {found:?} at column {column}")]
@@ -90,6 +93,17 @@ impl fmt::Display for HexError {
     }
 }
 
+impl HexError {
+    /// A file that could not be read (not a regular file, too large, I/O error).
+    pub fn input(name: &str, e: crate::input::InputError) -> HexError {
+        let kind = match e.kind {
+            crate::input::InputErrorKind::Io(io) => HexErrorKind::Io(io),
+            other => HexErrorKind::Input(other.to_string()),
+        };
+        HexError { file: name.to_string(), line: None, kind }
+    }
+}
+
 impl std::error::Error for HexError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.kind {
@@ -102,7 +116,7 @@ impl std::error::Error for HexError {
 /// Read and parse a hex file. Errors name the path as given.
 pub fn read_file(path: &Path) -> Result<Image, HexError> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| HexError { file: name.clone(), line: None, kind: HexErrorKind::Io(e) })?;
+    let bytes = crate::input::read_bytes(path, crate::input::HEX_LIMIT).map_err(|e| HexError::input(&name, e))?;
     // Invalid UTF-8 becomes U+FFFD, which the character check then reports with line and column.
     let text = String::from_utf8_lossy(&bytes);
     parse(&text, &name)

@@ -8,6 +8,7 @@
 //! | [`part`] | AVR parts as data: signatures, memories, boot sections, fuse fields, delays |
 //! | [`image`] | sparse memory image |
 //! | [`hex`] | Intel HEX reader/writer with file:line errors |
+//! | [`input`] | bounded reads of regular files only, BOM dropped, YAML nesting pre-scan |
 //! | [`bootloader`] | bootloader catalog (seed guide tables) |
 //! | [`recipe`] | per-SKU YAML recipes |
 //! | [`build`] | firmware + bootloader merge with checks |
@@ -34,6 +35,7 @@ pub mod error;
 pub mod fuse;
 pub mod hex;
 pub mod image;
+pub mod input;
 pub mod isp;
 pub mod job;
 pub mod part;

@@ -147,12 +147,18 @@ pub struct SerialWrite {
     pub address: u32,
     pub format: SerialFormat,
     /// Bytes written (ascii: digits; u32le/u32be: must be 4, the default).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_serial_length")]
     pub length: Option<u32>,
-    /// First serial number handed out (default 1).
-    #[serde(default = "default_serial_start")]
+    /// First serial number handed out (default 1; at most `i64::MAX`, how records store it).
+    #[serde(default = "default_serial_start", deserialize_with = "de_serial_start")]
     pub start: u64,
 }
+
+/// Most digits an ascii serial number can have: `i64::MAX` (how records store it) has 19.
+pub const MAX_ASCII_DIGITS: u32 = 19;
+
+/// Longest SKU name, in characters.
+pub const MAX_SKU_CHARS: usize = 64;
 
 fn default_serial_start() -> u64 {
     1
@@ -198,6 +204,9 @@ impl SerialRule {
         match w.format {
             SerialFormat::Ascii => {
                 let n = w.length.unwrap_or(0) as usize;
+                if n > MAX_ASCII_DIGITS as usize {
+                    return Err(SerialRenderError { value, reason: format!("serial.write.length {n} is more than {MAX_ASCII_DIGITS} digits") });
+                }
                 let s = format!("{value:0n$}");
                 if s.len() > n {
                     return Err(SerialRenderError { value, reason: format!("needs {} digits, serial.write.length is {n}", s.len()) });
@@ -237,6 +246,15 @@ impl std::error::Error for RecipeError {}
 impl Recipe {
     /// Parse recipe text; `name` is used in errors (usually the path).
     pub fn parse(text: &str, name: &str) -> Result<Recipe, RecipeError> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        if let Err((line, column, _)) = crate::input::check_nesting(text, crate::input::MAX_NESTING) {
+            return Err(RecipeError {
+                file: name.to_string(),
+                line: Some(line),
+                column: Some(column),
+                message: format!("nested deeper than {} levels: not a recipe", crate::input::MAX_NESTING),
+            });
+        }
         let r: Recipe = serde_yaml::from_str(text).map_err(|e| {
             let loc = e.location();
             let mut message = e.to_string();
@@ -244,6 +262,8 @@ impl Recipe {
             if let Some(i) = message.rfind(" at line ") {
                 message.truncate(i);
             }
+            // The parser quotes the file's text (keys, values): escape what a terminal would act on.
+            let message = crate::text::shown(&message).into_owned();
             RecipeError {
                 file: name.to_string(),
                 line: loc.as_ref().map(|l| l.line()),
@@ -251,18 +271,21 @@ impl Recipe {
                 message,
             }
         })?;
-        r.validate().map_err(|message| RecipeError { file: name.to_string(), line: None, column: None, message })?;
+        r.validate().map_err(|message| {
+            let at = key_position(text, &message);
+            RecipeError { file: name.to_string(), line: at.map(|a| a.0), column: at.map(|a| a.1), message }
+        })?;
         Ok(r)
     }
 
     /// Read and parse a recipe file.
     pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| RecipeError {
+        let text = crate::input::read_text(path, crate::input::CONFIG_LIMIT).map_err(|e| RecipeError {
             file: name.clone(),
             line: None,
             column: None,
-            message: format!("cannot read the recipe: {e}"),
+            message: e.kind.message("recipe"),
         })?;
         Self::parse(&text, &name)
     }
@@ -300,16 +323,44 @@ impl Recipe {
                     (SerialFormat::Ascii, None | Some(0)) => {
                         return Err("serial.write.length is required for format ascii (number of digits)".into())
                     }
+                    (SerialFormat::Ascii, Some(n)) if n > MAX_ASCII_DIGITS => {
+                        return Err(format!(
+                            "serial.write.length is {n}, but serial numbers have at most {MAX_ASCII_DIGITS} digits (they are stored as 64-bit signed numbers)"
+                        ))
+                    }
                     (SerialFormat::U32le | SerialFormat::U32be, Some(n)) if n != 4 => {
                         return Err(format!("serial.write.length is {n}, but u32le/u32be numbers take 4 bytes"))
                     }
                     _ => {}
+                }
+                if w.start > i64::MAX as u64 {
+                    return Err(format!("serial.write.start: {} is larger than {} (serial numbers are stored as 64-bit signed numbers)", w.start, i64::MAX));
                 }
                 s.render(w.start).map_err(|e| format!("serial.write.start: {e}"))?;
             }
         }
         Ok(())
     }
+}
+
+/// Where the key a cross-key message starts with (`serial.write.start: …` → `start`) is
+/// written: its first occurrence as `KEY:` at the start of a line or after `{`, `,` or `- `.
+fn key_position(text: &str, message: &str) -> Option<(usize, usize)> {
+    let path = message.split([':', ' ']).next()?;
+    let key = path.rsplit('.').next().filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))?;
+    for (i, line) in text.lines().enumerate() {
+        let mut from = 0;
+        while let Some(j) = line[from..].find(key) {
+            let at = from + j;
+            let before = line[..at].trim_end();
+            let after = &line[at + key.len()..];
+            if (before.is_empty() || before.ends_with(['{', ',', '-'])) && after.trim_start().starts_with(':') {
+                return Some((i + 1, line[..at].chars().count() + 1));
+            }
+            from = at + key.len();
+        }
+    }
+    None
 }
 
 // ---- value deserializers (errors raised here carry line and column) --------------------------
@@ -353,7 +404,7 @@ fn de_sku<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         if s.trim().is_empty() {
             Err("empty".to_string())
         } else {
-            Ok(s)
+            crate::input::check_name(&s, MAX_SKU_CHARS).map(|()| s)
         }
     }))
 }
@@ -417,6 +468,20 @@ fn de_opt_u8<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
 
 fn de_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     d.deserialize_any(ByteVisitor(u32::MAX as u64)).map(|v| v as u32)
+}
+
+fn de_serial_length<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let v = d.deserialize_any(ByteVisitor(u32::MAX as u64))?;
+    if v == 0 || v > MAX_ASCII_DIGITS as u64 {
+        return Err(de::Error::custom(format!(
+            "length {v} is out of range: ascii serial numbers have 1 to {MAX_ASCII_DIGITS} digits, u32le/u32be take 4 bytes"
+        )));
+    }
+    Ok(Some(v as u32))
+}
+
+fn de_serial_start<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    d.deserialize_any(ByteVisitor(i64::MAX as u64))
 }
 
 #[derive(Deserialize)]

@@ -275,7 +275,7 @@ fn bad_station_file_is_a_config_error_naming_the_line() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("station.yaml") && err.contains("line 3") && err.contains("faultt"), "{err}");
+    assert!(err.contains("station.yaml:3:") && err.contains("faultt"), "{err}");
 }
 
 

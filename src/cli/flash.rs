@@ -30,7 +30,7 @@ pub struct ProgrammerArgs {
     #[arg(long, short = 'P')]
     pub port: Option<PathBuf>,
     /// Serial line rate (driver default when not given).
-    #[arg(long, short = 'b')]
+    #[arg(long, short = 'b', value_parser = clap::value_parser!(u32).range(1..=4_000_000))]
     pub baud: Option<u32>,
     /// USB selector for usbasp/usbtiny, e.g. `serial:0001A2` or a bus-port path.
     #[arg(long)]
@@ -160,6 +160,8 @@ impl HumanProgress {
     }
 
     fn line(&self, s: String) {
+        // Programmer and avrdude messages are untrusted text.
+        let s = flashline::text::shown(&s).into_owned();
         if self.bar.is_hidden() {
             eprintln!("{s}");
         } else {
@@ -227,7 +229,7 @@ fn print_outcome(r: &JobReport) {
             r.part,
             r.programmer,
             r.failure_class.map(|c| c.as_str()).unwrap_or("-"),
-            r.message.as_deref().unwrap_or("")
+            flashline::text::shown(r.message.as_deref().unwrap_or(""))
         ),
     }
 }

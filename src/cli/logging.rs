@@ -1,6 +1,7 @@
 //! Logging for long-running commands: readable lines on stderr filtered by `RUST_LOG`
-//! (default `warn`), plus an optional JSON-lines file for traceability.
+//! (default `error`; plain, without colour codes, when stderr is not a terminal), plus an optional JSON-lines file for traceability.
 
+use std::io::IsTerminal;
 use std::path::Path;
 
 use tracing_subscriber::prelude::*;
@@ -12,7 +13,8 @@ pub struct LogGuard(#[allow(dead_code)] Option<std::sync::Arc<std::fs::File>>);
 /// Install the global subscriber. Safe to call once per process.
 pub fn init_logging(json_file: Option<&Path>) -> anyhow::Result<LogGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("error"));
-    let stderr_layer = fmt::layer().with_writer(std::io::stderr).with_target(false);
+    // Colour codes only on a terminal: redirected to a file or the journal, logs are plain text.
+    let stderr_layer = fmt::layer().with_writer(std::io::stderr).with_target(false).with_ansi(std::io::stderr().is_terminal());
     let (json_layer, guard) = match json_file {
         Some(p) => {
             let f = std::fs::OpenOptions::new()

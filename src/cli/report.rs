@@ -178,7 +178,7 @@ async fn yield_cmd(a: YieldArgs) -> anyhow::Result<ExitCode> {
         Some(report::yield_report(&db, &filters, GroupBy::Day).await?)
     };
     let text = match a.format {
-        FormatArg::Table => report::render::table(&rep),
+        FormatArg::Table => super::shown_lines(&report::render::table(&rep)),
         FormatArg::Csv => report::render::csv(&rep)?,
         FormatArg::Json => report::render::json(&rep)? + "\n",
         FormatArg::Html => {

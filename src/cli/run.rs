@@ -6,13 +6,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::broadcast;
 
-use flashline::station::{Station, StationEvent, Submit, Supervisor};
+use flashline::station::scan::is_quit;
+use flashline::station::{Station, StationEvent, Supervisor};
+use flashline::text::shown;
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -119,33 +120,42 @@ async fn run_async(a: RunArgs) -> anyhow::Result<ExitCode> {
     };
     tokio::pin!(stop);
 
-    // Scan intake.
+    // Scan intake: stdin, or a file / FIFO read as a stream of lines (bounded per line).
+    // `quit` ends only a session typed at a terminal: in a scan file or a pipe it is data.
+    let stdin_is_terminal = std::io::stdin().is_terminal();
     let intake = async {
         if console {
             super::console::run(sup.clone(), &sup_operator, &mut stop).await?;
             return anyhow::Ok(IntakeEnd::Stop);
         }
-        match a.scans.as_deref() {
-            Some("-") | None => {
-                let mut lines = BufReader::new(tokio::io::stdin()).lines();
-                loop {
-                    tokio::select! {
-                        l = lines.next_line() => match l {
-                            Ok(Some(line)) => { if sup.submit(&line).await == Submit::Quit { return anyhow::Ok(IntakeEnd::Stop); } }
-                            _ => break,
-                        },
-                        _ = &mut stop => return anyhow::Ok(IntakeEnd::Stop),
-                    }
-                }
-            }
+        let (mut input, terminal): (Box<dyn tokio::io::AsyncBufRead + Unpin + Send>, bool) = match a.scans.as_deref() {
+            Some("-") | None => (Box::new(BufReader::new(tokio::io::stdin())), stdin_is_terminal),
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read scan file {path}"))?;
-                for line in text.lines() {
-                    tokio::select! {
-                        r = sup.submit(line) => if r == Submit::Quit { return anyhow::Ok(IntakeEnd::Stop) },
-                        _ = &mut stop => return anyhow::Ok(IntakeEnd::Stop),
+                let file = tokio::select! {
+                    f = open_scans(path) => f?,
+                    _ = &mut stop => return anyhow::Ok(IntakeEnd::Stop),
+                };
+                (Box::new(BufReader::new(file)), false)
+            }
+        };
+        let mut n = 0usize;
+        loop {
+            tokio::select! {
+                l = read_scan_line(&mut input) => match l {
+                    Ok(Some(line)) => {
+                        n += 1;
+                        if terminal && is_quit(&line) {
+                            return anyhow::Ok(IntakeEnd::Stop);
+                        }
+                        tokio::select! {
+                            _ = sup.submit(&line) => {}
+                            _ = &mut stop => return anyhow::Ok(IntakeEnd::Stop),
+                        }
                     }
-                }
+                    Ok(None) => break,
+                    Err(e) => anyhow::bail!("scan input{}, line {}: {e}", a.scans.as_deref().filter(|p| *p != "-").map(|p| format!(" {}", shown(p))).unwrap_or_default(), n + 1),
+                },
+                _ = &mut stop => return anyhow::Ok(IntakeEnd::Stop),
             }
         }
         anyhow::Ok(IntakeEnd::Ended)
@@ -195,6 +205,55 @@ async fn run_async(a: RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(RECORDS_INCOMPLETE));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Longest scan line kept; the rest of a longer line is read and dropped (the supervisor
+/// refuses the kept part as too long), so a line without end cannot fill memory.
+const MAX_SCAN_LINE: usize = 4096;
+/// A "line" longer than this is not a barcode list (`/dev/zero`, a binary file): stop.
+const MAX_SCAN_RUN: usize = 1 << 20;
+
+/// `--scans PATH`: a regular file, a FIFO or a device read as a stream; not a directory.
+async fn open_scans(path: &str) -> anyhow::Result<tokio::fs::File> {
+    let meta = tokio::fs::metadata(path).await.map_err(|e| anyhow::anyhow!("scan file {}: {e}", shown(path)))?;
+    if meta.is_dir() {
+        anyhow::bail!("scan file {}: is a directory, not a file of scans", shown(path));
+    }
+    tokio::fs::File::open(path).await.map_err(|e| anyhow::anyhow!("scan file {}: {e}", shown(path)))
+}
+
+/// One line from the scan input (without its line ending), bounded to [`MAX_SCAN_LINE`] bytes.
+/// `None` at the end of the input.
+async fn read_scan_line<R: tokio::io::AsyncBufRead + Unpin + ?Sized>(r: &mut R) -> std::io::Result<Option<String>> {
+    let mut line = Vec::new();
+    let mut run = 0usize;
+    let mut any = false;
+    loop {
+        let buf = r.fill_buf().await?;
+        if buf.is_empty() {
+            break;
+        }
+        any = true;
+        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], Some(i + 1)),
+            None => (buf, None),
+        };
+        let room = MAX_SCAN_LINE.saturating_sub(line.len());
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let used = done.unwrap_or(buf.len());
+        run += used;
+        r.consume(used);
+        if done.is_none() && run > MAX_SCAN_RUN {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("no line break in {} MiB: not a list of barcodes", MAX_SCAN_RUN >> 20)));
+        }
+        if done.is_some() {
+            break;
+        }
+    }
+    if !any {
+        return Ok(None);
+    }
+    Ok(Some(String::from_utf8_lossy(&line).into_owned()))
 }
 
 fn prompt(q: &str) -> anyhow::Result<String> {
@@ -255,12 +314,14 @@ fn spawn_view(sup: &Supervisor, json: bool, interactive: bool, plain: bool) -> t
             }
             match &ev {
                 StationEvent::JobStarted { slot, serial, attempt, .. } => {
+                    let serial = shown(serial);
                     if let Some(i) = idx(slot) {
                         bars[i].set_position(0);
                         bars[i].set_message(format!("{serial} (attempt {attempt}) starting"));
                     }
                 }
                 StationEvent::Step { slot, serial, step, .. } => {
+                    let (serial, step) = (shown(serial), shown(step));
                     if let Some(i) = idx(slot) {
                         bars[i].set_message(format!("{serial} {step}"));
                     }
@@ -272,6 +333,9 @@ fn spawn_view(sup: &Supervisor, json: bool, interactive: bool, plain: bool) -> t
                     }
                 }
                 StationEvent::JobFinished { slot, serial, result, failure_class, message, cycle_ms, .. } => {
+                    let serial = shown(serial);
+                    let message = message.as_deref().map(shown);
+                    let failure_class = failure_class.as_deref().map(shown);
                     let line = if result == "pass" {
                         format!("{slot:>5}  {serial}  PASS  {:.2} s", *cycle_ms as f64 / 1000.0)
                     } else {
@@ -293,6 +357,7 @@ fn spawn_view(sup: &Supervisor, json: bool, interactive: bool, plain: bool) -> t
                     }
                 }
                 StationEvent::SlotOffline { slot, reason } => {
+                    let reason = shown(reason);
                     let line = format!("{slot:>5}  OFFLINE  {reason}");
                     if let Some(i) = idx(slot) {
                         bars[i].set_message(format!("OFFLINE — {reason}"));
@@ -304,7 +369,12 @@ fn spawn_view(sup: &Supervisor, json: bool, interactive: bool, plain: bool) -> t
                     }
                 }
                 StationEvent::ScanRejected { raw, reason, .. } => {
-                    let line = format!("SCAN REFUSED  {raw}: {reason}");
+                    let raw = shown(raw);
+                    let raw = match raw.char_indices().nth(120) {
+                        Some((i, _)) => format!("{}…", &raw[..i]),
+                        None => raw.into_owned(),
+                    };
+                    let line = format!("SCAN REFUSED  {raw}: {}", shown(reason));
                     if live {
                         let _ = mp.println(line);
                     } else {

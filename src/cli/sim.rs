@@ -58,7 +58,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "none")]
     pub fault: String,
     /// Serial rate of the emulated firmware.
-    #[arg(long, default_value_t = 115_200)]
+    #[arg(long, default_value_t = 115_200, value_parser = clap::value_parser!(u32).range(1..=4_000_000))]
     pub baud: u32,
     /// Seed for the flaky-contact bit errors (STM32: for the board's unique id).
     #[arg(long, default_value_t = 0x5EED)]

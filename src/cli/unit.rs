@@ -25,13 +25,13 @@ pub fn run(a: UnitArgs) -> anyhow::Result<ExitCode> {
         let h = db.unit_history(&a.serial).await?;
         db.close().await;
         let Some(h) = h else {
-            eprintln!("unit {}: no attempt recorded in {}", a.serial, db.target());
+            eprintln!("unit {}: no attempt recorded in {}", flashline::text::shown(&a.serial), db.target());
             return Ok(ExitCode::from(1));
         };
         if a.json {
             println!("{}", serde_json::to_string_pretty(&h)?);
         } else {
-            print!("{}", text(&h));
+            print!("{}", super::shown_lines(&text(&h)));
         }
         Ok(ExitCode::SUCCESS)
     })

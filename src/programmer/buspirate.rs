@@ -68,7 +68,8 @@ impl BusPirate {
     pub fn new(path: impl Into<PathBuf>, baud: Option<u32>) -> Self {
         BusPirate {
             path: path.into(),
-            baud: baud.unwrap_or(DEFAULT_BAUD),
+            // A line rate of 0 is refused where it is configured; never divide by it here.
+            baud: baud.filter(|b| *b > 0).unwrap_or(DEFAULT_BAUD),
             port: None,
             speed: SPEED_LADDER[0],
             write_then_read: false,
@@ -185,6 +186,16 @@ impl BusPirate {
                 Ok(Err(e)) => return Err(ProgError::io(&format!("Bus Pirate {name}: entering binary mode"), &e)),
                 Err(_) => {
                     let got = String::from_utf8_lossy(&seen).chars().take(40).collect::<String>();
+                    // STK500 firmwares answer unknown bytes with NOSYNC (0x15) or INSYNC (0x14).
+                    if !seen.is_empty() && seen.iter().all(|b| matches!(b, 0x10..=0x15)) {
+                        return Err(ProgError::with_hint(
+                            FailureClass::Config,
+                            format!(
+                                "{name}: this port answers like an STK500 programmer or bootloader (0x{:02X} to binary-mode zeros), not a Bus Pirate: set `programmer: avrisp` (ArduinoISP) or `programmer: arduino` (Optiboot) for this slot",
+                                seen[0]
+                            ),
+                        ));
+                    }
                     return Err(ProgError::with_hint(
                         FailureClass::ProgrammerOpen,
                         format!("{name}: no Bus Pirate binary mode answer (BBIO1) within 1 s (got {got:?}) — is this a Bus Pirate with firmware v5.10 or later on this port?"),

@@ -114,6 +114,8 @@ impl Stk500Programmer {
     }
 
     fn new(flavor: Flavor, path: PathBuf, baud: u32) -> Self {
+        // A line rate of 0 is refused where it is configured; never divide by it here.
+        let baud = if baud == 0 { DEFAULT_BAUD } else { baud };
         Stk500Programmer { flavor, path, baud, port: None, sw_version: (0, 0), here: None, notes: Vec::new(), noted_fuses: false }
     }
 
@@ -241,6 +243,7 @@ impl Stk500Programmer {
     async fn sync(&mut self) -> ProgResult<()> {
         self.drain().await?;
         let mut last_garbage: Option<u8> = None;
+        let mut heard: Vec<u8> = Vec::new();
         for attempt in 1..=SYNC_ATTEMPTS {
             self.send(&[wire::GET_SYNC, wire::CRC_EOP]).await?;
             let mut b = [0u8; 2];
@@ -249,6 +252,13 @@ impl Stk500Programmer {
                 Ok(()) => {
                     tracing::debug!(attempt, "stk500 sync: got {:02X?}", b);
                     last_garbage = Some(if b[0] == wire::INSYNC { b[1] } else { b[0] });
+                    if heard.len() < 256 {
+                        heard.extend_from_slice(&b);
+                        self.collect_text(&mut heard).await;
+                    }
+                    if let Some(e) = self.other_protocol(&heard) {
+                        return Err(e);
+                    }
                 }
                 Err(e) if e.class == FailureClass::Timeout => {
                     tracing::debug!(attempt, "stk500 sync: no answer");
@@ -259,10 +269,20 @@ impl Stk500Programmer {
         }
         let port = self.port_name();
         Err(match (last_garbage, self.flavor) {
-            (Some(g), _) => ProgError::comm(format!(
-                "{port}: the programmer answers garbage (0x{g:02X}) instead of STK500 sync at {} baud: check the baud (stock ArduinoISP runs at 19200) and the programmer type",
+            // Through a bootloader the board itself answers: garbage is its clock or contacts.
+            (Some(g), Flavor::Bootloader) => ProgError::comm(format!(
+                "{port}: the board answers garbage (0x{g:02X}) instead of STK500 sync at {} baud: check the baud and the board's clock",
                 self.baud
             )),
+            // An ISP programmer answers sync itself, before any board is involved: garbage is
+            // the programmer or its settings, not the board.
+            (Some(g), Flavor::Isp) => ProgError::with_hint(
+                FailureClass::Config,
+                format!(
+                    "{port}: the programmer answers garbage (0x{g:02X}) instead of STK500 sync at {} baud: check the baud (stock ArduinoISP runs at 19200) and the slot's `programmer:` type",
+                    self.baud
+                ),
+            ),
             (None, Flavor::Isp) => ProgError::with_hint(
                 FailureClass::Timeout,
                 format!("{port}: no STK500 answer to {SYNC_ATTEMPTS} sync attempts at {} baud: is the ArduinoISP firmware running, and the baud right (stock ArduinoISP: 19200)?", self.baud),
@@ -274,6 +294,36 @@ impl Stk500Programmer {
                     self.baud
                 ),
             ),
+        })
+    }
+
+    /// After unexpected sync bytes: what else is already on the way (a banner, a prompt).
+    async fn collect_text(&mut self, heard: &mut Vec<u8>) {
+        let Ok(port) = self.port() else { return };
+        let mut buf = [0u8; 128];
+        while heard.len() < 256 {
+            match tokio::time::timeout(Duration::from_millis(30), port.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => heard.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+    }
+
+    /// Answers that are another protocol's: a Bus Pirate's terminal (it echoes `0 ` and
+    /// prompts `HiZ>`). An equipment error that names the `programmer:` to set.
+    fn other_protocol(&self, heard: &[u8]) -> Option<ProgError> {
+        let text = String::from_utf8_lossy(heard);
+        let bus_pirate = text.contains("HiZ>") || text.contains("Bus Pirate") || heard.starts_with(&[wire::GET_SYNC, wire::CRC_EOP]);
+        bus_pirate.then(|| {
+            ProgError::with_hint(
+                FailureClass::Config,
+                format!(
+                    "{}: this port answers like a Bus Pirate's terminal (it echoes the STK500 sync{}), not an STK500 programmer: set `programmer: buspirate` for this slot, or plug the {} into this port",
+                    self.port_name(),
+                    if text.contains("HiZ>") { " and prompts HiZ>" } else { "" },
+                    if self.flavor == Flavor::Isp { "ArduinoISP programmer" } else { "Optiboot board" }
+                ),
+            )
         })
     }
 
@@ -380,6 +430,18 @@ impl Programmer for Stk500Programmer {
         let min = self.get_parameter(wire::PARM_SW_MINOR).await?;
         self.sw_version = (maj, min);
         tracing::debug!(port = %self.port_name(), "STK500v1 firmware {maj}.{min}");
+        // Optiboot reports its own version (4.x–8.x) and 0x03 for every other parameter; ISP
+        // firmwares report 1.x/2.x and their hardware version. An ISP driver talking to a
+        // bootloader would program the board through the bootloader and then blame the board.
+        if self.flavor == Flavor::Isp && maj >= 4 && self.get_parameter(wire::PARM_HW_VER).await? == 0x03 {
+            return Err(ProgError::with_hint(
+                FailureClass::Config,
+                format!(
+                    "{}: this port answers like an Optiboot bootloader (software version {maj}.{min}), not an ISP programmer: set `programmer: arduino` for this slot, or plug the ArduinoISP programmer into this port",
+                    self.port_name()
+                ),
+            ));
+        }
         Ok(())
     }
 

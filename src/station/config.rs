@@ -22,6 +22,7 @@ use crate::sim::Fault;
 #[serde(deny_unknown_fields)]
 pub struct StationConfig {
     /// Station name, recorded with every attempt (unique per line PC).
+    #[serde(deserialize_with = "de_station_name")]
     pub station: String,
     /// Ask for the operator's name at start when `--operator` is not given.
     #[serde(default)]
@@ -37,16 +38,20 @@ pub struct StationConfig {
 #[serde(deny_unknown_fields)]
 pub struct SlotConfig {
     /// Slot name as operators say it and scans address it (`A1:SERIAL`).
+    #[serde(deserialize_with = "de_slot_name")]
     pub name: String,
     /// `avrisp` (alias `stk500v1`), `arduino`, `usbasp`, `usbtiny`, `buspirate`, `avrdude`, `sim`.
     pub programmer: String,
     /// Serial port for avrisp / arduino / buspirate (and avrdude when it needs one).
     pub port: Option<PathBuf>,
     /// Line rate for serial programmers (default 115200).
+    #[serde(default, deserialize_with = "de_baud")]
     pub baud: Option<u32>,
     /// USB selector for usbasp / usbtiny: `serial:0001A2`, `bus-port:1-1.4`, `vidpid:16C0:05DC`.
+    #[serde(default, deserialize_with = "de_opt_word")]
     pub usb: Option<String>,
     /// avrdude `-c` id when `programmer: avrdude`.
+    #[serde(default, deserialize_with = "de_opt_word")]
     pub avrdude_programmer: Option<String>,
     /// Simulated slots only: fault carried by the boards seated here
     /// (`no-target`, `wrong-chip`, `flaky`, `stuck`, `slow`, `unplug`… see `sim serve --help`).
@@ -59,6 +64,58 @@ pub struct SlotConfig {
     /// Timed simulated slots only: a simulated ArduinoISP behind this USB bridge model (`cdc`,
     /// `ftdi[:MS]`, `ch340`, `16u2`, `none`) instead of the in-process programmer.
     pub bridge: Option<String>,
+}
+
+/// Longest station name, in characters.
+pub const MAX_STATION_CHARS: usize = 64;
+/// Longest slot name, in characters.
+pub const MAX_SLOT_CHARS: usize = 16;
+/// Most slots one station file may list.
+pub const MAX_SLOTS: usize = 256;
+/// Fastest line rate accepted (the fastest USB-serial bridges run 3 Mbaud).
+pub const MAX_BAUD: u32 = 4_000_000;
+
+fn de_station_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::input::check_name(&s, MAX_STATION_CHARS).map_err(|e| serde::de::Error::custom(format!("station name {e}")))?;
+    Ok(s)
+}
+
+/// Whether `name` can be a slot name, i.e. be addressed as `NAME:SERIAL` in a scan.
+pub fn check_slot_name(name: &str) -> Result<(), String> {
+    crate::input::check_name(name, MAX_SLOT_CHARS).map_err(|e| format!("slot name {e}"))?;
+    if name.contains(':') || name.chars().any(char::is_whitespace) || name.starts_with('#') {
+        return Err(format!(
+            "slot name '{name}' cannot be addressed as {name}:SERIAL in a scan: no ':', no spaces, and no '#' in front (a scan starting with '#' is a comment)"
+        ));
+    }
+    Ok(())
+}
+
+fn de_slot_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    // Slot names like `1` come as YAML integers.
+    let v = serde_yaml::Value::deserialize(d)?;
+    let s = match v {
+        serde_yaml::Value::String(s) => s,
+        serde_yaml::Value::Number(n) => n.to_string(),
+        _ => return Err(serde::de::Error::custom("slot name: expected text such as A1")),
+    };
+    check_slot_name(&s).map_err(serde::de::Error::custom)?;
+    Ok(s)
+}
+
+fn de_baud<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let b = u64::deserialize(d)?;
+    if b == 0 || b > MAX_BAUD as u64 {
+        return Err(serde::de::Error::custom(format!("baud {b} is out of range: give the programmer's line rate, 1..={MAX_BAUD} (e.g. 115200 or 19200)")));
+    }
+    Ok(Some(b as u32))
+}
+
+fn de_opt_word<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::input::check_name(&s, 128).map_err(serde::de::Error::custom)?;
+    Ok(Some(s))
 }
 
 /// A checked slot, ready for the supervisor.
@@ -91,30 +148,65 @@ pub struct Station {
 /// A station file that cannot be used, with the file and (where known) line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read station file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {message}")]
+    /// Not a regular file, too large, not UTF-8, or an I/O error.
+    #[error("station file {0}")]
+    Read(crate::input::InputError),
+    /// Syntax, an unknown key, or a value refused while parsing: with line and column.
+    #[error("{}:{line}:{column}: {message}", .path.display())]
+    At { path: PathBuf, line: usize, column: usize, message: String },
+    #[error("{}: {message}", .path.display())]
     Yaml { path: PathBuf, message: String },
-    #[error("{path}: slot {slot}: {message}")]
-    Slot { path: PathBuf, slot: String, message: String },
-    #[error("{path}: {message}")]
+    #[error("{}{}: slot {slot}: {message}", .path.display(), .line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Slot { path: PathBuf, line: Option<usize>, slot: String, message: String },
+    #[error("{}: {message}", .path.display())]
     Station { path: PathBuf, message: String },
+}
+
+/// The line where slot `name` is declared (`name: A1`), for messages.
+fn slot_line(text: &str, name: &str) -> Option<usize> {
+    text.lines().position(|l| {
+        l.split([',', '{', '}']).any(|part| {
+            let part = part.trim().trim_start_matches("- ").trim();
+            part.strip_prefix("name:").is_some_and(|v| v.trim().trim_matches(['"', '\'']) == name)
+        })
+    }).map(|i| i + 1)
 }
 
 impl Station {
     /// Load and check a station file.
     pub fn load(path: &Path) -> Result<Station, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = crate::input::read_text(path, crate::input::CONFIG_LIMIT).map_err(ConfigError::Read)?;
         Self::parse(&text, path)
     }
 
     /// Parse and check station YAML; `path` is used in messages only.
     pub fn parse(text: &str, path: &Path) -> Result<Station, ConfigError> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        if let Err((line, column, _)) = crate::input::check_nesting(text, crate::input::MAX_NESTING) {
+            return Err(ConfigError::At {
+                path: path.to_owned(),
+                line,
+                column,
+                message: format!("nested deeper than {} levels: not a station file", crate::input::MAX_NESTING),
+            });
+        }
         let raw: StationConfig = serde_yaml::from_str(text).map_err(|e| {
-            let at = e.location().map(|l| format!("line {}, column {}: ", l.line(), l.column())).unwrap_or_default();
-            ConfigError::Yaml { path: path.to_owned(), message: format!("{at}{e}") }
+            let mut message = e.to_string();
+            // serde_yaml appends " at line L column C"; the location goes in front instead.
+            if let Some(i) = message.rfind(" at line ") {
+                message.truncate(i);
+            }
+            // The parser quotes the file's text (keys, values): escape what a terminal would act on.
+            let message = crate::text::shown(&message).into_owned();
+            match e.location() {
+                Some(l) => ConfigError::At { path: path.to_owned(), line: l.line(), column: l.column(), message },
+                None => ConfigError::Yaml { path: path.to_owned(), message },
+            }
         })?;
         let p = || path.to_owned();
+        if raw.slots.len() > MAX_SLOTS {
+            return Err(ConfigError::Station { path: p(), message: format!("{} slots: at most {MAX_SLOTS} per station", raw.slots.len()) });
+        }
         if raw.station.trim().is_empty() {
             return Err(ConfigError::Station { path: p(), message: "`station` must name the station".into() });
         }
@@ -124,10 +216,8 @@ impl Station {
         let mut seen = HashSet::new();
         let mut slots = Vec::new();
         for s in raw.slots {
-            let err = |m: String| ConfigError::Slot { path: p(), slot: s.name.clone(), message: m };
-            if s.name.is_empty() || s.name.contains(':') || s.name.chars().any(char::is_whitespace) {
-                return Err(err("slot names must be non-empty, without ':' or spaces (scans address slots as NAME:SERIAL)".into()));
-            }
+            let line = slot_line(text, &s.name);
+            let err = |m: String| ConfigError::Slot { path: p(), line, slot: s.name.clone(), message: m };
             if !seen.insert(s.name.to_ascii_lowercase()) {
                 return Err(err("slot name used twice".into()));
             }
@@ -204,9 +294,15 @@ mod tests {
     #[test]
     fn strict_and_clear() {
         let e = parse("station: x\nslots:\n  - { name: A1, programer: sim }\n").unwrap_err().to_string();
-        assert!(e.contains("st.yaml") && e.contains("line 3") && e.contains("programer"), "{e}");
+        assert!(e.starts_with("st.yaml:3:") && e.contains("programer"), "{e}");
         let e = parse("station: x\nslots:\n  - { name: A1, programmer: avrisp }\n").unwrap_err().to_string();
-        assert!(e.contains("slot A1") && e.contains("port"), "{e}");
+        assert!(e.starts_with("st.yaml:3: slot A1") && e.contains("port"), "{e}");
+        let e = parse("station: x\nslots:\n  - { name: A1, programmer: avrisp, port: /dev/x, baud: 0 }\n").unwrap_err().to_string();
+        assert!(e.starts_with("st.yaml:3:") && e.contains("baud 0"), "{e}");
+        let e = parse("station: x\nslots:\n  - name: '#1'\n    programmer: sim\n").unwrap_err().to_string();
+        assert!(e.starts_with("st.yaml:3:") && e.contains("comment"), "{e}");
+        let e = parse("station: \"a\\x1b[2Jb\"\nslots:\n  - { name: A1, programmer: sim }\n").unwrap_err().to_string();
+        assert!(e.starts_with("st.yaml:1:") && e.contains("\\e[2J") && !e.contains('\x1b'), "{e}");
         let e = parse("station: x\nslots:\n  - { name: A1, programmer: sim }\n  - { name: a1, programmer: sim }\n").unwrap_err().to_string();
         assert!(e.contains("twice"), "{e}");
         let e = parse("station: x\nslots:\n  - { name: A1, programmer: sim, fault: gremlins }\n").unwrap_err().to_string();

@@ -302,11 +302,8 @@ impl Supervisor {
             Some(Scan::Slot { slot, serial }) => (Some(slot), serial),
         };
         let raw = line.trim();
-        if serial.is_empty() {
-            return self.reject(raw, want.as_deref(), "empty serial".into()).await;
-        }
-        if serial.len() > 128 {
-            return self.reject(raw, want.as_deref(), "serial longer than 128 characters".into()).await;
+        if let Err(reason) = super::scan::check_serial(&serial) {
+            return self.reject(raw, want.as_deref(), reason).await;
         }
         if let Some(re) = &self.serial_pattern {
             if !re.is_match(&serial) {

@@ -149,6 +149,17 @@ fn loopback_host(host: &str) -> bool {
     h.eq_ignore_ascii_case("localhost") || h.parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
 }
 
+/// `p` when it is a path on this server, else `/`: `//host/…` and `/\host/…` are read by
+/// browsers as another host (an open redirect after login).
+pub fn local_path(p: &str) -> &str {
+    let b = p.as_bytes();
+    if b.first() == Some(&b'/') && !matches!(b.get(1), Some(b'/' | b'\\')) && !p.contains('\\') {
+        p
+    } else {
+        "/"
+    }
+}
+
 fn refuse(status: StatusCode, msg: &str) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{msg}\n")).into_response()
 }
@@ -177,7 +188,7 @@ pub async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> 
             }
             let path = match req.uri().path() {
                 "/login" => "/",
-                p => p,
+                p => local_path(p),
             };
             let cookie = format!("{COOKIE}={t}; Path=/; HttpOnly; SameSite=Strict");
             let mut resp = Response::builder().status(StatusCode::SEE_OTHER).header(header::LOCATION, path).body(Body::empty()).unwrap_or_default();

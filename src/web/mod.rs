@@ -12,6 +12,7 @@
 //! | [`model`] | the view model (tiles, totals, refused scans, recent attempts) and event folding |
 //! | [`records`] | today's figures and charts from the records; the read-only view |
 //! | [`assets`] | the embedded page, script and style (`assets/`) |
+//! | [`serve`] | the HTTP server loop: connection caps (overall, per peer), header and idle timeouts |
 //!
 //! Routes: `GET /` (page), `GET /assets/NAME`, `GET /login?token=T`, `GET /api/snapshot`,
 //! `GET /api/events` (SSE: `snapshot` then `station` events), `GET /api/today`,
@@ -37,13 +38,14 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::db::Db;
-use crate::station::scan::{parse_line, Scan};
+use crate::station::scan::is_quit;
 use crate::station::{StationEvent, Submit, Supervisor};
 
 pub mod assets;
 pub mod auth;
 pub mod model;
 pub mod records;
+pub mod serve;
 
 use auth::{Access, Authorized};
 use model::Model;
@@ -56,11 +58,13 @@ pub struct WebOptions {
     pub bind: SocketAddr,
     /// The station token. `None` on a non-loopback address: one is generated.
     pub token: Option<String>,
+    /// Connection caps and timeouts (see [`serve`]).
+    pub limits: serve::Limits,
 }
 
 impl WebOptions {
     pub fn new(bind: SocketAddr, token: Option<String>) -> WebOptions {
-        WebOptions { bind, token }
+        WebOptions { bind, token, limits: serve::Limits::default() }
     }
 }
 
@@ -204,15 +208,10 @@ impl Dashboard {
         };
         let app = router(state);
         let mut sd = shutdown_rx;
+        let limits = opts.limits.clone();
         let server = tokio::spawn(async move {
-            let r = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = sd.wait_for(|v| *v).await;
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "dashboard server stopped");
-            }
+            let _ = sd.borrow_and_update();
+            serve::serve(listener, app, limits, sd).await;
         });
         tracing::info!(%addr, "dashboard listening");
         Ok(Dashboard { addr, token, token_generated, stop_rx, shutdown_tx, server, feeder })
@@ -483,8 +482,7 @@ async fn scan(State(st): State<AppState>, Json(b): Json<ScanBody>) -> Response {
     if b.line.len() > 512 {
         return Reply::refused("scan longer than 512 characters: not a barcode").into_response();
     }
-    let names: Vec<String> = sup.station().slots.iter().map(|s| s.name.clone()).collect();
-    if matches!(parse_line(&b.line, &names), Some(Scan::Quit)) {
+    if is_quit(&b.line) {
         return Reply::refused("to stop the station use the Stop button").into_response();
     }
     let line = b.line.clone();
