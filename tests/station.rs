@@ -314,3 +314,20 @@ async fn session_totals_count_units_from_the_records_and_restart_with_the_sessio
     assert_eq!((t.attempts, t.units, t.units_passed), (1, 1, 1));
     assert_eq!(sql(&dir.path().join("line.db"), "select count(*) from attempts"), "5");
 }
+
+/// A simulated slot behind a USB bridge (`bridge:`) runs the emulated ArduinoISP with the real
+/// avrisp driver, and keeps its board on the rack like any simulated slot: the chip taken back
+/// out carries the serial number the record says it passed with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_slot_programs_through_the_emulated_arduinoisp_and_keeps_its_chip() {
+    let dir = tempfile::tempdir().unwrap();
+    let y = "station: bridged\nsim_boards: rack\nslots:\n  - { name: B1, programmer: sim, timing: true, bridge: cdc }\n";
+    let (sup, _db, _) = start(dir.path(), station_yaml(dir.path(), y)).await;
+    assert!(matches!(sup.submit("PL4-000777").await, Submit::Queued { .. }));
+    let totals = sup.finish().await;
+    assert_eq!((totals.attempts, totals.passed), (1, 1), "{totals:?}");
+    let n: u64 = sql(&dir.path().join("line.db"), "select serial_number from attempts").parse().unwrap();
+    let rack = flashline::sim::boards::BoardRack::open(dir.path().join("rack")).unwrap();
+    let chip = rack.load("PL4-000777").unwrap().expect("the board is back on the rack");
+    assert_eq!(&chip.eeprom[0x3F0..0x3F8], format!("{n:08}").as_bytes());
+}

@@ -21,6 +21,7 @@ use crate::job::{self, JobEvent, JobPlan, JobReport, JobResult, Step};
 use crate::programmer::sim::SimProgrammer;
 use crate::programmer::{self, Programmer, ProgrammerInfo, ProgrammerKind};
 use crate::recipe::{SerialMemory, SerialWrite};
+use crate::sim::stk500::EmulatedAvrisp;
 use crate::sim::SimOptions;
 
 use super::recorder::{RecordError, Unrecorded};
@@ -206,30 +207,58 @@ async fn run_job(
             Ok(r) => Ran { serial_written: written(&r), report: Some(r), error: None },
             Err(_) => backstop(format!("unit {serial}")),
         },
-        None => {
-            let mut sim = SimProgrammer::new(ctx.production.part, ctx.sim_options(serial, attempt_no), ctx.slot.name.clone());
-            let chip = sim.target_handle();
-            if let Some(rack) = &ctx.rack {
-                match rack.load(serial) {
-                    Ok(Some(b)) => {
-                        chip.lock().unwrap().restore(&b);
-                    }
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, serial = %crate::text::shown(serial), "simulated board could not be read back; seating a fresh one"),
+        None if ctx.slot.bridge.is_some() => {
+            // A simulated ArduinoISP behind a USB bridge model, driven by the real avrisp driver.
+            let bridge = ctx.slot.bridge.unwrap_or_default();
+            let mut sim = match EmulatedAvrisp::spawn(ctx.production.part, ctx.sim_options(serial, attempt_no), bridge, ctx.slot.name.clone()) {
+                Ok(p) => p,
+                Err(e) => {
+                    let msg = format!("sim:{}: cannot start the simulated ArduinoISP on a pty: {e}", ctx.slot.name);
+                    return Ran { report: None, error: Some((FailureClass::ProgrammerOpen, msg)), serial_written: reused };
                 }
-            }
+            };
+            seat(ctx, serial, &mut sim.emulator().target());
             let r = tokio::time::timeout(UNIT_BACKSTOP, job::run_job(&mut sim, plan, &mut on_event)).await;
             let _ = sim.close().await;
-            if let Some(rack) = &ctx.rack {
-                let state = chip.lock().unwrap().board_state();
-                if let Err(e) = rack.save(serial, &state) {
-                    tracing::warn!(error = %e, serial = %crate::text::shown(serial), "simulated board could not be put back on the rack");
-                }
-            }
+            unseat(ctx, serial, &sim.emulator().target());
             match r {
                 Ok(r) => Ran { serial_written: written(&r), report: Some(r), error: None },
                 Err(_) => backstop(format!("unit {serial}")),
             }
+        }
+        None => {
+            let mut sim = SimProgrammer::new(ctx.production.part, ctx.sim_options(serial, attempt_no), ctx.slot.name.clone());
+            let chip = sim.target_handle();
+            seat(ctx, serial, &mut chip.lock().unwrap());
+            let r = tokio::time::timeout(UNIT_BACKSTOP, job::run_job(&mut sim, plan, &mut on_event)).await;
+            let _ = sim.close().await;
+            unseat(ctx, serial, &chip.lock().unwrap());
+            match r {
+                Ok(r) => Ran { serial_written: written(&r), report: Some(r), error: None },
+                Err(_) => backstop(format!("unit {serial}")),
+            }
+        }
+    }
+}
+
+/// Seat the unit's board: its chip as it was when last taken out (`sim_boards:`), else fresh.
+fn seat(ctx: &SlotCtx, serial: &str, chip: &mut crate::sim::SimTarget) {
+    if let Some(rack) = &ctx.rack {
+        match rack.load(serial) {
+            Ok(Some(b)) => {
+                chip.restore(&b);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, serial = %crate::text::shown(serial), "simulated board could not be read back; seating a fresh one"),
+        }
+    }
+}
+
+/// Put the board back on the rack (`sim_boards:`).
+fn unseat(ctx: &SlotCtx, serial: &str, chip: &crate::sim::SimTarget) {
+    if let Some(rack) = &ctx.rack {
+        if let Err(e) = rack.save(serial, &chip.board_state()) {
+            tracing::warn!(error = %e, serial = %crate::text::shown(serial), "simulated board could not be put back on the rack");
         }
     }
 }
