@@ -169,30 +169,28 @@ const POOL_SQL: &str = "SELECT number, state, attempt_id FROM serial_numbers WHE
 const DUP_STEPS_SQL: &str = "SELECT COUNT(*) FROM (SELECT attempt_id, name FROM steps GROUP BY attempt_id, name HAVING COUNT(*) > 1) d";
 const REJECTED_SQL: &str = "SELECT COUNT(*) FROM rejected_scans";
 
+/// The records through a plain sqlx pool of either kind (not flashline's own queries).
+macro_rules! read_records {
+    ($pool:expr) => {{
+        let pool = $pool;
+        let rows: Vec<(i64, String, String, String, Option<i64>)> = sqlx::query_as(ATTEMPTS_SQL).fetch_all(&pool).await.unwrap();
+        let r = Records {
+            attempts: rows.into_iter().map(|(id, u, s, r, n)| (id, (u, s, r, n))).collect(),
+            pool: sqlx::query_as(POOL_SQL).fetch_all(&pool).await.unwrap(),
+            duplicate_steps: sqlx::query_scalar(DUP_STEPS_SQL).fetch_one(&pool).await.unwrap(),
+            rejected: sqlx::query_scalar(REJECTED_SQL).fetch_one(&pool).await.unwrap(),
+        };
+        pool.close().await;
+        r
+    }};
+}
+
 async fn read_sqlite(path: &Path) -> Records {
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await.unwrap();
-    let rows: Vec<(i64, String, String, String, Option<i64>)> = sqlx::query_as(ATTEMPTS_SQL).fetch_all(&pool).await.unwrap();
-    let r = Records {
-        attempts: rows.into_iter().map(|(id, u, s, r, n)| (id, (u, s, r, n))).collect(),
-        pool: sqlx::query_as(POOL_SQL).fetch_all(&pool).await.unwrap(),
-        duplicate_steps: sqlx::query_scalar(DUP_STEPS_SQL).fetch_one(&pool).await.unwrap(),
-        rejected: sqlx::query_scalar(REJECTED_SQL).fetch_one(&pool).await.unwrap(),
-    };
-    pool.close().await;
-    r
+    read_records!(sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await.unwrap())
 }
 
 async fn read_pg(url: &str) -> Records {
-    let pool = sqlx::PgPool::connect(url).await.unwrap();
-    let rows: Vec<(i64, String, String, String, Option<i64>)> = sqlx::query_as(ATTEMPTS_SQL).fetch_all(&pool).await.unwrap();
-    let r = Records {
-        attempts: rows.into_iter().map(|(id, u, s, r, n)| (id, (u, s, r, n))).collect(),
-        pool: sqlx::query_as(POOL_SQL).fetch_all(&pool).await.unwrap(),
-        duplicate_steps: sqlx::query_scalar(DUP_STEPS_SQL).fetch_one(&pool).await.unwrap(),
-        rejected: sqlx::query_scalar(REJECTED_SQL).fetch_one(&pool).await.unwrap(),
-    };
-    pool.close().await;
-    r
+    read_records!(sqlx::PgPool::connect(url).await.unwrap())
 }
 
 /// The number a chip carries in its EEPROM, if any (ASCII digits at the recipe's address).

@@ -130,17 +130,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         if a.fault != "none" { format!(", fault {}", a.fault) } else { String::new() },
     );
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut term = signal(SignalKind::terminate())?;
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
-        anyhow::Ok(())
-    })?;
+    wait_for_signal()?;
     let stats = match &emu {
         Served::Stk500(e, _) => e.target().stats().clone(),
         Served::BusPirate(e) => e.target().stats().clone(),

@@ -176,37 +176,27 @@ macro_rules! with_pool {
 macro_rules! write_tx {
     ($db:expr, $what:literal, |$tx:ident| $body:expr) => {
         match &$db.pool {
-            $crate::db::Pool::Sqlite(p) => {
-                let mut conn = p.acquire().await.ctx(concat!($what, ": connect"))?;
-                let r = async {
-                    let mut $tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await.ctx(concat!($what, ": begin"))?;
-                    let v: _ = async { $body }.await?;
-                    $tx.commit().await.ctx(concat!($what, ": commit"))?;
-                    Ok::<_, $crate::db::DbError>(v)
-                }
-                .await;
-                if r.is_err() {
-                    conn.close_on_drop();
-                }
-                r
-            }
-            $crate::db::Pool::Postgres(p) => {
-                let mut conn = p.acquire().await.ctx(concat!($what, ": connect"))?;
-                let r = async {
-                    let mut $tx = sqlx::Connection::begin(&mut *conn).await.ctx(concat!($what, ": begin"))?;
-                    let v: _ = async { $body }.await?;
-                    $tx.commit().await.ctx(concat!($what, ": commit"))?;
-                    Ok::<_, $crate::db::DbError>(v)
-                }
-                .await;
-                if r.is_err() {
-                    conn.close_on_drop();
-                }
-                r
-            }
+            $crate::db::Pool::Sqlite(p) => $crate::db::write_tx!(@on p, $what, |c| sqlx::Connection::begin_with(c, "BEGIN IMMEDIATE"), |$tx| $body),
+            $crate::db::Pool::Postgres(p) => $crate::db::write_tx!(@on p, $what, |c| sqlx::Connection::begin(c), |$tx| $body),
         }
     };
+    (@on $p:ident, $what:literal, |$c:ident| $begin:expr, |$tx:ident| $body:expr) => {{
+        let mut conn = $p.acquire().await.ctx(concat!($what, ": connect"))?;
+        let r = async {
+            let $c = &mut *conn;
+            let mut $tx = $begin.await.ctx(concat!($what, ": begin"))?;
+            let v: _ = async { $body }.await?;
+            $tx.commit().await.ctx(concat!($what, ": commit"))?;
+            Ok::<_, $crate::db::DbError>(v)
+        }
+        .await;
+        if r.is_err() {
+            conn.close_on_drop();
+        }
+        r
+    }};
 }
+
 pub(crate) use with_pool;
 pub(crate) use write_tx;
 

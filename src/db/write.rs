@@ -10,6 +10,30 @@ use super::serials;
 use super::{format_ts, to_i64, write_tx, AttemptId, AttemptOutcome, AttemptResult, Ctx, Db, DbError, NewAttempt, Result, StepRecord};
 use crate::error::FailureClass;
 
+/// Append `$rows` (name, ms, ok, detail) to attempt `$id`'s steps inside the open transaction
+/// `$tx`, numbered after the ones already stored.
+macro_rules! insert_steps {
+    ($tx:ident, $id:expr, $rows:expr, $last:literal, $insert:literal) => {
+        let base: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM steps WHERE attempt_id = $1")
+            .bind($id.0)
+            .fetch_one(&mut *$tx)
+            .await
+            .ctx($last)?;
+        for (i, (name, ms, ok, detail)) in $rows.iter().enumerate() {
+            sqlx::query("INSERT INTO steps (attempt_id, seq, name, ms, ok, detail) VALUES ($1, $2, $3, $4, $5, $6)")
+                .bind($id.0)
+                .bind(base + 1 + i as i64)
+                .bind(*name)
+                .bind(*ms)
+                .bind(*ok)
+                .bind(*detail)
+                .execute(&mut *$tx)
+                .await
+                .ctx($insert)?;
+        }
+    };
+}
+
 fn require(what: &str, v: &str) -> Result<()> {
     if v.trim().is_empty() {
         return Err(DbError::Invalid(format!("{what} is empty")));
@@ -197,23 +221,7 @@ impl Db {
             if exists.is_none() {
                 return Err(DbError::NoAttempt(id.0));
             }
-            let base: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM steps WHERE attempt_id = $1")
-                .bind(id.0)
-                .fetch_one(&mut *tx)
-                .await
-                .ctx("add steps: last step number")?;
-            for (i, (name, ms, ok, detail)) in rows.iter().enumerate() {
-                sqlx::query("INSERT INTO steps (attempt_id, seq, name, ms, ok, detail) VALUES ($1, $2, $3, $4, $5, $6)")
-                    .bind(id.0)
-                    .bind(base + 1 + i as i64)
-                    .bind(*name)
-                    .bind(*ms)
-                    .bind(*ok)
-                    .bind(*detail)
-                    .execute(&mut *tx)
-                    .await
-                    .ctx("add steps: insert")?;
-            }
+            insert_steps!(tx, id, rows, "add steps: last step number", "add steps: insert");
             Ok::<_, DbError>(())
         })
     }
@@ -312,23 +320,7 @@ impl Db {
                 }
                 (_, _, None) => {}
             }
-            let base: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM steps WHERE attempt_id = $1")
-                .bind(id.0)
-                .fetch_one(&mut *tx)
-                .await
-                .ctx("finish attempt: last step number")?;
-            for (i, (name, ms, ok, detail)) in steps.iter().enumerate() {
-                sqlx::query("INSERT INTO steps (attempt_id, seq, name, ms, ok, detail) VALUES ($1, $2, $3, $4, $5, $6)")
-                    .bind(id.0)
-                    .bind(base + 1 + i as i64)
-                    .bind(*name)
-                    .bind(*ms)
-                    .bind(*ok)
-                    .bind(*detail)
-                    .execute(&mut *tx)
-                    .await
-                    .ctx("finish attempt: step")?;
-            }
+            insert_steps!(tx, id, steps, "finish attempt: last step number", "finish attempt: step");
             let n = sqlx::query(
                 "UPDATE attempts SET result = $2, failure_class = $3, message = $4, signature = $5,
                         fuses_before = $6, fuses_after = $7, lock_before = $8, lock_after = $9,
