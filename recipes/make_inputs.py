@@ -11,6 +11,12 @@ Run from anywhere: `python3 recipes/make_inputs.py`. Re-running rewrites identic
   loop. They are test inputs, not runnable firmware.
 - promicro-macropad/fw/micro_sketch.hex and bl/caterina_micro_bl.hex: Arduino's real
   Caterina-Micro.hex production image split at 0x7000 into the sketch and the bootloader.
+- bluepill-stm32duino/fw/bluepill_macropad.hex (at 0x08002000, after the STM32duino bootloader)
+  and bluepill-bare/fw/bluepill_bare.bin (raw binary for 0x08000000, no bootloader): synthetic
+  Cortex-M3 application images: a vector table (initial SP at the end of the STM32F103's 20 KiB
+  SRAM, reset and handlers as Thumb addresses into the image), pseudo-random code words, a USB
+  string with the product name, ending in `b .`. The bootloader is the real
+  generic_boot20_pc13.bin from tests/fixtures/.
 """
 import pathlib
 import shutil
@@ -82,6 +88,29 @@ def app_image(product, size, vectors, seed):
     return {a: b for a, b in enumerate(out)}
 
 
+def cortex_m_app(product, base, size, seed, sram_end=0x20005000, irqs=43):
+    """An STM32F103 application image at `base`: dict addr -> byte."""
+    entries = 16 + irqs
+    code = base + entries * 4
+    reset, default = code | 1, (code + 4) | 1
+    reserved = {7, 8, 9, 10, 13}
+    words = [sram_end, reset] + [0 if i in reserved else default for i in range(2, entries)]
+    out = bytearray(b"".join(w.to_bytes(4, "little") for w in words))
+    out += bytes([0xFE, 0xE7, 0x00, 0xBF])  # reset: b . ; nop
+    out += bytes([0xFE, 0xE7, 0x00, 0xBF])  # default handler: b . ; nop
+    name = product.encode("utf-16-le")
+    strings = bytes([len(name) + 2, 3]) + name
+    state = seed & 0xFFFFFFFF
+    while len(out) < size - len(strings) - 2:
+        state = (1103515245 * state + 12345) & 0x7FFFFFFF
+        out += bytes([(state >> 8) & 0xFF, (state >> 16) & 0xFF])
+    out += strings
+    if len(out) % 2:
+        out += b"\x00"
+    out += bytes([0xFE, 0xE7])  # b .
+    return {base + a: b for a, b in enumerate(out)}
+
+
 def main():
     write_hex(ROOT / "planck-rev4/fw/planck_rev4_default.hex", app_image("Planck rev4", 0x5A30, 43, 4))
     shutil.copyfile(FIXTURES / "bootloader_atmega32u4_1_0_0.hex", ROOT / "planck-rev4/bl/bootloader_atmega32u4_1_0_0.hex")
@@ -95,6 +124,13 @@ def main():
     micro = read_hex(FIXTURES / "Caterina-Micro.hex")
     write_hex(ROOT / "promicro-macropad/fw/micro_sketch.hex", {a: b for a, b in micro.items() if a < 0x7000})
     write_hex(ROOT / "promicro-macropad/bl/caterina_micro_bl.hex", {a: b for a, b in micro.items() if a >= 0x7000})
+
+    write_hex(ROOT / "bluepill-stm32duino/fw/bluepill_macropad.hex", cortex_m_app("Bluepill Macropad", 0x08002000, 0x6A40, 103))
+    (ROOT / "bluepill-stm32duino/bl").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(FIXTURES / "generic_boot20_pc13.bin", ROOT / "bluepill-stm32duino/bl/generic_boot20_pc13.bin")
+    bare = cortex_m_app("Bluepill Numpad", 0x08000000, 0x3C10, 8)
+    (ROOT / "bluepill-bare/fw").mkdir(parents=True, exist_ok=True)
+    (ROOT / "bluepill-bare/fw/bluepill_bare.bin").write_bytes(bytes(bare[a] for a in sorted(bare)))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@
 
 use std::fmt;
 
-use crate::part::{self, FuseSet, Part};
+use crate::mcu::Mcu;
+use crate::part::{self, FuseSet};
 
 /// Bootloader family (what the host side talks to).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +26,8 @@ pub enum Family {
     UsbAspLoader,
     /// Optiboot (STK500v1 over a USB-serial bridge).
     Optiboot,
+    /// STM32duino (Maple lineage, DFU via dfu-util) on STM32F103 Bluepills.
+    Stm32duino,
 }
 
 impl Family {
@@ -36,6 +39,7 @@ impl Family {
             Family::BootloadHid => "BootloadHID",
             Family::UsbAspLoader => "USBaspLoader",
             Family::Optiboot => "Optiboot",
+            Family::Stm32duino => "STM32duino",
         }
     }
 }
@@ -65,8 +69,8 @@ pub struct Bootloader {
     /// Catalog name, as recipes write it: `caterina-promicro16`.
     pub name: &'static str,
     pub family: Family,
-    /// Part id in [`crate::part`].
-    pub mcu: &'static str,
+    /// The catalog parts it runs on ([`crate::mcu::Mcu`] ids; the first is the one it was built for).
+    pub mcus: &'static [&'static str],
     /// Human description (board / variant).
     pub description: &'static str,
     /// Default fuses from the guide (the extended byte is absent on parts without one).
@@ -75,8 +79,11 @@ pub struct Bootloader {
     pub usb: Option<UsbId>,
     /// Expected start address (the boot section its high fuse selects).
     pub start: u32,
-    /// Expected size: the boot section its high fuse selects.
+    /// Expected size: the boot section its high fuse selects (AVR), the slot it owns (STM32).
     pub size: u32,
+    /// Where it expects the application's vector table (AVR: 0x0000, the reset vector; STM32duino:
+    /// 0x08002000, right after its 8 KiB slot).
+    pub app_start: u32,
     /// The published hex also carries an Arduino sketch at 0x0000 (marked * in the guide).
     pub with_sketch: bool,
     /// Where the published hex lives (upstream file name).
@@ -84,10 +91,20 @@ pub struct Bootloader {
 }
 
 impl Bootloader {
-    /// The catalog part this bootloader runs on.
-    pub fn part(&self) -> &'static Part {
-        // Every row names a catalog part: checked by the `every_row_names_a_part` test.
-        part::find(self.mcu).unwrap_or(&part::PARTS[0])
+    /// The catalog part this bootloader was built for.
+    pub fn mcu(&self) -> Mcu {
+        // Every row names catalog parts: checked by the `every_row_names_a_part…` test.
+        Mcu::find(self.mcus[0]).unwrap_or(Mcu::Avr(&part::PARTS[0]))
+    }
+
+    /// Whether it runs on the part with catalog id `id`.
+    pub fn runs_on(&self, id: &str) -> bool {
+        self.mcus.contains(&id)
+    }
+
+    /// The parts it runs on, by datasheet name, for messages: `STM32F103C8 or STM32F103CB`.
+    pub fn mcu_names(&self) -> String {
+        self.mcus.iter().filter_map(|m| Mcu::find(m)).map(|m| m.name()).collect::<Vec<_>>().join(" or ")
     }
 }
 
@@ -116,12 +133,13 @@ macro_rules! row {
         Bootloader {
             name: $name,
             family: Family::$fam,
-            mcu: $mcu,
+            mcus: &[$mcu],
             description: $desc,
             fuses: $fuses,
             usb: $usb,
             start: $start,
             size: $size,
+            app_start: 0,
             with_sketch: $sketch,
             upstream: $up,
         }
@@ -166,6 +184,22 @@ pub static CATALOG: &[Bootloader] = &[
     row!("usbasploader-atmega328p", UsbAspLoader, "atmega328p", "USBaspLoader (coseyfannitutti)", fs(0xD7, 0xD0, Some(0x04)), usb(0x16C0, 0x05DC), 0x7000, 0x1000, false, "coseyfannitutti/discipad doc/bootloader"),
     // Not in the guide: Optiboot, the Arduino Uno's bootloader (fixture in tests/fixtures).
     row!("optiboot-atmega328p", Optiboot, "atmega328p", "Optiboot (Arduino Uno), 16 MHz crystal", fs(0xFF, 0xDE, Some(0x05)), None, 0x7E00, 0x200, false, ARDUINO),
+    // STM32duino (the seed guide's last section): generic_boot20_pc13.bin, LED on PC13, 8 KiB
+    // slot at the start of flash, the application linked for 0x08002000 (QMK's
+    // BOOTLOADER = stm32duino), DFU as 1EAF:0003. No fuses: an STM32 has option bytes instead.
+    Bootloader {
+        name: "stm32duino-generic-pc13",
+        family: Family::Stm32duino,
+        mcus: &["stm32f103c8", "stm32f103cb"],
+        description: "STM32duino generic_boot20_pc13 (Bluepill, LED on PC13)",
+        fuses: FuseSet { low: None, high: None, extended: None },
+        usb: usb(0x1EAF, 0x0003),
+        start: 0x0800_0000,
+        size: 0x2000,
+        app_start: 0x0800_2000,
+        with_sketch: false,
+        upstream: "rogerclarkmelbourne/STM32duino-bootloader bootloader_only_binaries/",
+    },
 ];
 
 #[cfg(test)]
@@ -175,7 +209,19 @@ mod tests {
     #[test]
     fn every_row_names_a_part_and_sits_in_its_boot_section() {
         for b in CATALOG {
-            let p = part::find(b.mcu).unwrap_or_else(|| panic!("{}: unknown mcu {}", b.name, b.mcu));
+            for m in b.mcus {
+                let mcu = Mcu::find(m).unwrap_or_else(|| panic!("{}: unknown mcu {m}", b.name));
+                assert_eq!(mcu.family(), b.mcu().family(), "{}", b.name);
+                let flash = mcu.flash();
+                assert!(flash.contains(&b.start) && b.start + b.size <= flash.end, "{}", b.name);
+            }
+            let Mcu::Avr(p) = b.mcu() else {
+                // STM32: no boot section; the application follows the bootloader's slot.
+                assert_eq!(b.app_start, b.start + b.size, "{}", b.name);
+                assert!(b.fuses.is_empty(), "{}", b.name);
+                continue;
+            };
+            assert_eq!(b.app_start, 0, "{}", b.name);
             let high = b.fuses.high.unwrap();
             assert_eq!(p.boot_start(high), b.start, "{}", b.name);
             assert_eq!(p.boot_size(high), b.size, "{}", b.name);

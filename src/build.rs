@@ -14,8 +14,10 @@ use crate::bootloader::Bootloader;
 use crate::fuse::{self, FuseSafetyError};
 use crate::hex::{self, HexError};
 use crate::image::Image;
+use crate::mcu::Mcu;
 use crate::part::{ClockClass, FuseSet, Part};
-use crate::recipe::{Recipe, RecipeError, SerialMemory, SerialRule};
+use crate::recipe::{FileSpec, Protect, Recipe, RecipeError, SerialMemory, SerialRule};
+use crate::stm32::Stm32Part;
 use crate::verify::VerifyPolicy;
 
 /// Which input file.
@@ -115,10 +117,10 @@ pub enum BuildError {
     #[error("{role} {path} holds no data")]
     Empty { role: Role, path: PathBuf },
     #[error(
-        "{role} {path} has data at {} beyond the {part}'s flash (0x0000..0x{last:04X}); is the mcu right?",
+        "{role} {path} has data at {} beyond the {part}'s flash (0x{first:04X}..0x{last:04X}); is the mcu right?",
         fmt_ranges(.ranges)
     )]
-    BeyondFlash { role: Role, path: PathBuf, part: &'static str, last: u32, ranges: Vec<Range<u64>> },
+    BeyondFlash { role: Role, path: PathBuf, part: &'static str, first: u32, last: u32, ranges: Vec<Range<u64>> },
     #[error(
         "firmware {firmware} and bootloader {bootloader} overlap at {}; a QMK firmware should end below the boot section",
         fmt_ranges(.ranges)
@@ -149,6 +151,13 @@ pub enum BuildError {
     ResetIntoNothing { boot: BootSection, entry: &'static str },
     #[error(transparent)]
     Fuses(#[from] FuseSafetyError),
+    #[error(
+        "firmware {path} starts at 0x{start:08X}, but {expected_by} expects the application's vector table at 0x{expected:08X}; \
+         {advice}"
+    )]
+    ApplicationAddress { path: PathBuf, start: u32, expected: u32, expected_by: String, advice: &'static str },
+    #[error("{role} {path}: {problem} at 0x{table:08X}; {advice}")]
+    VectorTable { role: Role, path: PathBuf, table: u32, problem: String, advice: String },
     #[error("serial.write: {0}")]
     Serial(String),
 }
@@ -160,7 +169,8 @@ pub struct Production {
     pub recipe_path: PathBuf,
     /// SHA-256 (lower-case hex) of the recipe file's bytes.
     pub recipe_sha256: String,
-    pub part: &'static Part,
+    /// The catalog part, of either family.
+    pub mcu: Mcu,
     /// The catalog row the recipe names, if any.
     pub bootloader_entry: Option<&'static Bootloader>,
     pub firmware_path: PathBuf,
@@ -177,20 +187,85 @@ pub struct Production {
     pub hex: String,
     /// SHA-256 of [`Production::hex`]: `sha256sum OUT.hex` prints the same.
     pub image_sha256: String,
+    /// What the family adds: fuses, boot section and lock bits (AVR), or application address,
+    /// vector table and read-out protection (STM32).
+    pub layout: Layout,
+    pub verify: VerifyPolicy,
+    pub serial: Option<SerialRule>,
+}
+
+/// The family-specific half of a production: what is checked and programmed besides flash.
+#[derive(Debug, Clone, Copy)]
+pub enum Layout {
+    Avr(AvrLayout),
+    Stm32(Stm32Layout),
+}
+
+/// AVR: fuses, boot section, lock bits.
+#[derive(Debug, Clone, Copy)]
+pub struct AvrLayout {
+    pub part: &'static Part,
     /// Fuses to program: the recipe's bytes, missing ones from the catalog bootloader.
     pub fuses: FuseSet,
     /// The declared (or inferred from the catalog) clock class.
     pub clock: Option<ClockClass>,
     pub boot: BootSection,
     pub lock: Option<u8>,
-    pub verify: VerifyPolicy,
-    pub serial: Option<SerialRule>,
+}
+
+/// STM32: where the application's vector table sits, what it holds, and the read-out
+/// protection set last.
+#[derive(Debug, Clone, Copy)]
+pub struct Stm32Layout {
+    pub part: &'static Stm32Part,
+    /// The application's vector table address (the bootloader's application address, or flash
+    /// base without a bootloader).
+    pub app_start: u32,
+    pub app_vectors: Vectors,
+    pub bootloader_vectors: Option<Vectors>,
+    pub protect: Option<Protect>,
+}
+
+/// The first two words of a Cortex-M vector table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vectors {
+    pub table: u32,
+    pub initial_sp: u32,
+    pub reset: u32,
+}
+
+impl fmt::Display for Vectors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "vector table 0x{:08X}: initial SP 0x{:08X}, reset 0x{:08X}", self.table, self.initial_sp, self.reset)
+    }
 }
 
 impl Production {
+    /// The AVR half, for code that drives ISP programmers (`None` for an STM32 recipe).
+    pub fn avr(&self) -> Option<&AvrLayout> {
+        match &self.layout {
+            Layout::Avr(a) => Some(a),
+            Layout::Stm32(_) => None,
+        }
+    }
+
+    /// The STM32 half (`None` for an AVR recipe).
+    pub fn stm32(&self) -> Option<&Stm32Layout> {
+        match &self.layout {
+            Layout::Stm32(s) => Some(s),
+            Layout::Avr(_) => None,
+        }
+    }
+
+    /// The image as st-flash would write it as a binary: flash from the image's lowest address to
+    /// its end, gaps filled with 0xFF.
+    pub fn flat_image(&self) -> (u32, Vec<u8>) {
+        flat(&self.image)
+    }
+
     /// Where `flashline build` writes by default: `<firmware-stem>_production.hex` next to the recipe.
     pub fn default_output(&self) -> PathBuf {
-        let stem = self.recipe.firmware.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = self.recipe.firmware.file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         self.recipe_path.parent().unwrap_or(Path::new(".")).join(format!("{stem}_production.hex"))
     }
 
@@ -205,6 +280,26 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex_lower(&Sha256::digest(bytes))
 }
 
+/// MD5 as lower-case hex, and the 32-bit sum of the bytes: what st-flash prints as
+/// `md5 checksum: …, stlink checksum: 0x…` before it writes a file, so an engineer can compare.
+pub fn stflash_checksums(bytes: &[u8]) -> (String, u32) {
+    use md5::Digest as _;
+    let sum = bytes.iter().fold(0u32, |s, &b| s.wrapping_add(b as u32));
+    (hex_lower(&md5::Md5::digest(bytes)), sum)
+}
+
+/// An image as one flat binary from its lowest address to its end, gaps 0xFF.
+pub fn flat(image: &Image) -> (u32, Vec<u8>) {
+    let Some(start) = image.min_addr() else { return (0, Vec::new()) };
+    let end = image.end_addr().unwrap_or(start as u64);
+    let mut v = vec![0xFFu8; (end - start as u64) as usize];
+    for (a, d) in image.segments() {
+        let o = (a - start) as usize;
+        v[o..o + d.len()].copy_from_slice(d);
+    }
+    (start, v)
+}
+
 fn hex_lower(b: &[u8]) -> String {
     ::hex::encode(b)
 }
@@ -215,7 +310,9 @@ struct Input {
     image: Image,
 }
 
-fn load_input(role: Role, path: PathBuf, pin: Option<&str>) -> Result<Input, BuildError> {
+/// Read one input: Intel HEX, or a raw binary (`*.bin`) placed at `address` (the recipe
+/// guarantees a binary has one).
+fn load_input(role: Role, path: PathBuf, address: Option<u32>, pin: Option<&str>) -> Result<Input, BuildError> {
     let name = path.display().to_string();
     let bytes = crate::input::read_bytes(&path, crate::input::HEX_LIMIT)
         .map_err(|e| BuildError::Hex { role, source: HexError::input(&name, e) })?;
@@ -225,8 +322,28 @@ fn load_input(role: Role, path: PathBuf, pin: Option<&str>) -> Result<Input, Bui
             return Err(BuildError::HashMismatch { role, path, pinned: pinned.to_string(), actual: sha256 });
         }
     }
-    let text = String::from_utf8_lossy(&bytes);
-    let image = hex::parse(&text, &name).map_err(|source| BuildError::Hex { role, source })?;
+    let image = if FileSpec::is_binary(&path) {
+        let mut image = Image::new();
+        let at = address.unwrap_or(0);
+        if at as u64 + bytes.len() as u64 > 1 << 32 {
+            return Err(BuildError::BeyondFlash {
+                role,
+                path,
+                part: "32-bit address space",
+                first: 0,
+                last: u32::MAX,
+                ranges: vec![at as u64..at as u64 + bytes.len() as u64],
+            });
+        }
+        if !bytes.is_empty() {
+            // A fresh image has nothing to conflict with.
+            let _ = image.insert(at, &bytes);
+        }
+        image
+    } else {
+        let text = String::from_utf8_lossy(&bytes);
+        hex::parse(&text, &name).map_err(|source| BuildError::Hex { role, source })?
+    };
     if image.is_empty() {
         return Err(BuildError::Empty { role, path });
     }
@@ -241,28 +358,34 @@ pub fn prepare(recipe_path: &Path) -> Result<Production, BuildError> {
     let recipe_sha256 = sha256_hex(&recipe_bytes);
     let text = crate::input::text_of(recipe_path, recipe_bytes).map_err(input_error)?;
     let recipe = Recipe::parse(&text, &name)?;
-    let part = recipe.part();
+    let mcu = recipe.mcu();
     let dir = recipe_path.parent().unwrap_or(Path::new(""));
     let entry = recipe.bootloader.as_ref().and_then(|b| b.entry());
     let pins = recipe.sha256.clone().unwrap_or(crate::recipe::Pins { firmware: None, bootloader: None });
 
     // Inputs: pins first (a wrong file is the likeliest mistake), then syntax.
-    let fw = load_input(Role::Firmware, dir.join(&recipe.firmware), pins.firmware.as_deref())?;
+    let fw = load_input(Role::Firmware, dir.join(&recipe.firmware.file), recipe.firmware.address, pins.firmware.as_deref())?;
     let bl = match &recipe.bootloader {
-        Some(spec) => Some(load_input(Role::Bootloader, dir.join(&spec.file), pins.bootloader.as_deref())?),
+        Some(spec) => {
+            let address = spec.address.or_else(|| spec.entry().map(|e| e.start));
+            Some(load_input(Role::Bootloader, dir.join(&spec.file), address, pins.bootloader.as_deref())?)
+        }
         None => None,
     };
 
     // Everything inside the part's flash.
+    let flash = mcu.flash();
     for (role, input) in std::iter::once((Role::Firmware, &fw)).chain(bl.as_ref().map(|b| (Role::Bootloader, b))) {
-        let beyond = input.image.slice(part.flash_size as u64..u64::MAX).ranges();
-        if !beyond.is_empty() {
+        let mut outside = input.image.slice(0..flash.start as u64).ranges();
+        outside.extend(input.image.slice(flash.end as u64..u64::MAX).ranges());
+        if !outside.is_empty() {
             return Err(BuildError::BeyondFlash {
                 role,
                 path: input.path.clone(),
-                part: part.name,
-                last: part.flash_size - 1,
-                ranges: beyond,
+                part: mcu.name(),
+                first: flash.start,
+                last: flash.end - 1,
+                ranges: outside,
             });
         }
     }
@@ -273,6 +396,56 @@ pub fn prepare(recipe_path: &Path) -> Result<Production, BuildError> {
         }
     }
 
+    // The family's own layout rules.
+    let layout = match mcu {
+        Mcu::Avr(part) => Layout::Avr(avr_layout(&recipe, part, entry, &fw, bl.as_ref())?),
+        Mcu::Stm32(part) => Layout::Stm32(stm32_layout(&recipe, part, entry, &fw, bl.as_ref())?),
+    };
+
+    // Merge.
+    let mut image = fw.image.clone();
+    if let Some(bl) = &bl {
+        for (a, d) in bl.image.segments() {
+            // Disjoint: checked above.
+            image.insert(a, d).map_err(|c| BuildError::Overlap {
+                firmware: fw.path.clone(),
+                bootloader: bl.path.clone(),
+                ranges: std::iter::once(c.addr as u64..c.addr as u64 + 1).collect(),
+            })?;
+        }
+    }
+    image.start = bl.as_ref().and_then(|b| b.image.start).or(fw.image.start);
+
+    if let Some(rule) = &recipe.serial {
+        check_serial_region(mcu, &image, rule).map_err(BuildError::Serial)?;
+    }
+
+    let hex = hex::to_string(&image, recipe.record_size);
+    let image_sha256 = sha256_hex(hex.as_bytes());
+    Ok(Production {
+        recipe_path: recipe_path.to_path_buf(),
+        recipe_sha256,
+        mcu,
+        bootloader_entry: entry,
+        firmware_path: fw.path,
+        firmware_sha256: fw.sha256.clone(),
+        bootloader_path: bl.as_ref().map(|b| b.path.clone()),
+        bootloader_sha256: bl.as_ref().map(|b| b.sha256.clone()),
+        firmware_image: fw.image,
+        bootloader_image: bl.map(|b| b.image),
+        image,
+        hex,
+        image_sha256,
+        layout,
+        verify: recipe.verify,
+        serial: recipe.serial.clone(),
+        recipe,
+    })
+}
+
+/// AVR: fuses (recipe, then catalog), the boot section they select, the bootloader in it, the
+/// firmware below it, fuse safety.
+fn avr_layout(recipe: &Recipe, part: &'static Part, entry: Option<&'static Bootloader>, fw: &Input, bl: Option<&Input>) -> Result<AvrLayout, BuildError> {
     // Fuses: recipe bytes first, missing ones from the catalog row.
     let recipe_fuses = recipe.fuses.unwrap_or_default();
     let mut fuses = recipe_fuses;
@@ -311,7 +484,7 @@ pub fn prepare(recipe_path: &Path) -> Result<Production, BuildError> {
     if !in_boot.is_empty() {
         return Err(BuildError::FirmwareInBootSection { path: fw.path.clone(), boot, ranges: in_boot });
     }
-    match &bl {
+    match bl {
         Some(bl) => {
             let start = bl.image.min_addr().unwrap_or(0);
             if start < boot.start {
@@ -334,65 +507,140 @@ pub fn prepare(recipe_path: &Path) -> Result<Production, BuildError> {
     // Fuse safety, against the declared clock (or the catalog bootloader's).
     let clock = recipe.clock.or_else(|| entry.and_then(|e| e.fuses.low).map(|l| fuse::clock_class(part, l)));
     fuse::check_safety(part, &fuses, clock, &recipe.allow_dangerous_fuses)?;
-
-    // Merge.
-    let mut image = fw.image.clone();
-    if let Some(bl) = &bl {
-        for (a, d) in bl.image.segments() {
-            // Disjoint: checked above.
-            image.insert(a, d).map_err(|c| BuildError::Overlap {
-                firmware: fw.path.clone(),
-                bootloader: bl.path.clone(),
-                ranges: std::iter::once(c.addr as u64..c.addr as u64 + 1).collect(),
-            })?;
-        }
-    }
-    image.start = bl.as_ref().and_then(|b| b.image.start).or(fw.image.start);
-
-    if let Some(rule) = &recipe.serial {
-        check_serial_region(part, &image, rule).map_err(BuildError::Serial)?;
-    }
-
-    let hex = hex::to_string(&image, recipe.record_size);
-    let image_sha256 = sha256_hex(hex.as_bytes());
-    Ok(Production {
-        recipe_path: recipe_path.to_path_buf(),
-        recipe_sha256,
-        part,
-        bootloader_entry: entry,
-        firmware_path: fw.path,
-        firmware_sha256: fw.sha256.clone(),
-        bootloader_path: bl.as_ref().map(|b| b.path.clone()),
-        bootloader_sha256: bl.as_ref().map(|b| b.sha256.clone()),
-        firmware_image: fw.image,
-        bootloader_image: bl.map(|b| b.image),
-        image,
-        hex,
-        image_sha256,
-        fuses,
-        clock,
-        boot,
-        lock: recipe.lock,
-        verify: recipe.verify,
-        serial: recipe.serial.clone(),
-        recipe,
-    })
+    Ok(AvrLayout { part, fuses, clock, boot, lock: recipe.lock })
 }
 
-fn check_serial_region(part: &Part, image: &Image, rule: &SerialRule) -> Result<(), String> {
+/// STM32: the bootloader at the start of flash, the application exactly at the address the
+/// bootloader jumps to (flash base without one), and both vector tables plausible for where
+/// they are placed.
+fn stm32_layout(recipe: &Recipe, part: &'static Stm32Part, entry: Option<&'static Bootloader>, fw: &Input, bl: Option<&Input>) -> Result<Stm32Layout, BuildError> {
+    let (app_start, expected_by, advice) = match (bl, entry) {
+        (None, _) => (
+            part.flash_base,
+            format!("a board without a bootloader (BOOT0 = 0 boots from 0x{:08X})", part.flash_base),
+            "build the firmware for no bootloader (QMK: BOOTLOADER = none / linked at the start of flash), or add the bootloader to the recipe",
+        ),
+        (Some(_), Some(e)) => (
+            e.app_start,
+            format!("the {} bootloader", e.name),
+            "build the firmware for this bootloader (QMK: BOOTLOADER = stm32duino links the application at 0x08002000)",
+        ),
+        (Some(b), None) => {
+            // A bootloader file without a catalog row: the application goes right after it, on
+            // the next page boundary.
+            let end = b.image.end_addr().unwrap_or(part.flash_base as u64) as u32;
+            let app = end.div_ceil(part.page_size) * part.page_size;
+            (
+                app,
+                format!("a bootloader ending at 0x{:08X} (no catalog row: the next page)", end - 1),
+                "name the bootloader's catalog row (`flashline bootloaders`) or build the firmware for the address its documentation gives",
+            )
+        }
+    };
+    if let Some(b) = bl {
+        let start = b.image.min_addr().unwrap_or(0);
+        if start != part.flash_base {
+            return Err(BuildError::VectorTable {
+                role: Role::Bootloader,
+                path: b.path.clone(),
+                table: start,
+                problem: format!("starts at 0x{start:08X}, not at the start of flash"),
+                advice: format!("the STM32 boots from 0x{:08X}: a bootloader must start there (check bootloader.address)", part.flash_base),
+            });
+        }
+        if let Some(e) = entry {
+            let end = b.image.end_addr().unwrap_or(0);
+            if end > (e.start + e.size) as u64 {
+                return Err(BuildError::VectorTable {
+                    role: Role::Bootloader,
+                    path: b.path.clone(),
+                    table: start,
+                    problem: format!("runs to 0x{:08X}, past the {}'s {}-byte slot", end - 1, e.name, e.size),
+                    advice: format!("is it the {} file (`flashline bootloaders`)?", e.name),
+                });
+            }
+        }
+    }
+    let fw_start = fw.image.min_addr().unwrap_or(0);
+    if fw_start != app_start {
+        return Err(BuildError::ApplicationAddress { path: fw.path.clone(), start: fw_start, expected: app_start, expected_by, advice });
+    }
+    let app_vectors = vectors(part, Role::Firmware, fw)?;
+    let bootloader_vectors = bl.map(|b| vectors(part, Role::Bootloader, b)).transpose()?;
+    Ok(Stm32Layout { part, app_start, app_vectors, bootloader_vectors, protect: recipe.protect })
+}
+
+/// Read and check a Cortex-M vector table at the image's lowest address: the initial stack
+/// pointer must lie in SRAM (it may equal SRAM's end: the stack grows down), the reset vector
+/// must be a Thumb address (bit 0 set) inside the image's own data. A firmware linked for
+/// another address fails here: its reset vector points where it does not live (QMK built for
+/// the wrong BOOTLOADER).
+fn vectors(part: &Stm32Part, role: Role, input: &Input) -> Result<Vectors, BuildError> {
+    let table = input.image.min_addr().unwrap_or(0);
+    let word = |a: u32| -> Option<u32> {
+        let mut b = [0u8; 4];
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = input.image.get(a + i as u32)?;
+        }
+        Some(u32::from_le_bytes(b))
+    };
+    let err = |problem: String, advice: String| BuildError::VectorTable { role, path: input.path.clone(), table, problem, advice };
+    let (Some(sp), Some(reset)) = (word(table), word(table + 4)) else {
+        return Err(err(
+            "has no complete vector table (initial SP and reset vector, 8 bytes)".into(),
+            "is this a Cortex-M image? A firmware must start with its vector table".into(),
+        ));
+    };
+    let sram_end = part.sram_base + part.sram_size;
+    if !(sp > part.sram_base && sp <= sram_end) {
+        return Err(err(
+            format!("initial stack pointer 0x{sp:08X} is outside SRAM (0x{:08X}..0x{sram_end:08X})", part.sram_base),
+            format!("the image is not built for the {} (or not placed at its vector table)", part.name),
+        ));
+    }
+    if reset & 1 == 0 {
+        return Err(err(
+            format!("reset vector 0x{reset:08X} is not a Thumb address (bit 0 clear)"),
+            "a Cortex-M3 runs Thumb code only: the file is not a firmware image, or it is placed at the wrong address".into(),
+        ));
+    }
+    let target = reset & !1;
+    if input.image.get(target).is_none() {
+        let (lo, hi) = (input.image.min_addr().unwrap_or(0), input.image.end_addr().unwrap_or(0));
+        return Err(err(
+            format!("reset vector 0x{reset:08X} points outside the {role} (0x{lo:08X}..0x{:08X})", hi.saturating_sub(1)),
+            format!(
+                "the {role} was linked for another address than where it is placed; {}",
+                if role == Role::Firmware {
+                    "QMK built for the wrong BOOTLOADER? (stm32duino: 0x08002000; none: 0x08000000)"
+                } else {
+                    "check bootloader.address"
+                }
+            ),
+        ));
+    }
+    Ok(Vectors { table, initial_sp: sp, reset })
+}
+
+fn check_serial_region(mcu: Mcu, image: &Image, rule: &SerialRule) -> Result<(), String> {
     let Some(w) = &rule.write else { return Ok(()) };
     let len = w.byte_len() as u64;
     let start = w.address as u64;
     let end = start + len;
-    let (size, mem) = match w.memory {
-        SerialMemory::Eeprom => (part.eeprom_size as u64, "EEPROM"),
-        SerialMemory::Flash => (part.flash_size as u64, "flash"),
+    let (base, size, mem) = match (w.memory, mcu) {
+        (SerialMemory::Eeprom, Mcu::Avr(part)) => (0, part.eeprom_size as u64, "EEPROM"),
+        // The recipe refuses EEPROM on parts without one.
+        (SerialMemory::Eeprom, Mcu::Stm32(_)) => (0, 0, "EEPROM"),
+        (SerialMemory::Flash, _) => (mcu.flash().start as u64, (mcu.flash().end - mcu.flash().start) as u64, "flash"),
     };
-    if end > size {
+    if start < base {
+        return Err(format!("address 0x{start:X} is below the {}'s {mem}, which starts at 0x{base:X}", mcu.name()));
+    }
+    if end > base + size {
         return Err(format!(
             "{len} bytes at 0x{start:X} run past the {}'s {size}-byte {mem} (last address 0x{:X})",
-            part.name,
-            size - 1
+            mcu.name(),
+            (base + size).saturating_sub(1)
         ));
     }
     if w.memory == SerialMemory::Flash {

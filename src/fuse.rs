@@ -130,6 +130,8 @@ pub enum FuseHazard {
     Dwen,
     /// CKSEL selects a clock other than the one declared (or a reserved code).
     Clock,
+    /// STM32 read-out protection (`protect: readout`): undone only by a mass erase.
+    ReadoutProtection,
 }
 
 impl FuseHazard {
@@ -139,6 +141,7 @@ impl FuseHazard {
             FuseHazard::Rstdisbl => "rstdisbl",
             FuseHazard::Dwen => "dwen",
             FuseHazard::Clock => "clock",
+            FuseHazard::ReadoutProtection => "readout-protection",
         }
     }
 }

@@ -5,6 +5,7 @@
 //!
 //! | module | what lives there |
 //! |---|---|
+//! | [`mcu`] | the target-family seam: one catalog lookup over AVR and STM32 parts |
 //! | [`part`] | AVR parts as data: signatures, memories, boot sections, fuse fields, delays |
 //! | [`image`] | sparse memory image |
 //! | [`hex`] | Intel HEX reader/writer with file:line errors |
@@ -38,6 +39,7 @@ pub mod image;
 pub mod input;
 pub mod isp;
 pub mod job;
+pub mod mcu;
 pub mod part;
 pub mod programmer;
 pub mod recipe;

@@ -13,7 +13,8 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 use crate::fuse::FuseHazard;
-use crate::part::{self, ClockClass, FuseSet, Part};
+use crate::mcu::Mcu;
+use crate::part::{self, ClockClass, FuseSet};
 use crate::verify::VerifyPolicy;
 use crate::{bootloader, bootloader::Bootloader};
 
@@ -24,28 +25,33 @@ pub struct Recipe {
     /// Stock-keeping unit, e.g. `PLANCK-REV6`.
     #[serde(deserialize_with = "de_sku")]
     pub sku: String,
-    /// Catalog part id (canonical, e.g. `atmega32u4`, whatever alias the recipe used).
+    /// Catalog part id of either family (canonical, e.g. `atmega32u4` or `stm32f103c8`,
+    /// whatever alias the recipe used).
     #[serde(deserialize_with = "de_mcu")]
     pub mcu: String,
-    /// Application firmware hex.
-    pub firmware: PathBuf,
+    /// Application firmware: Intel HEX, or a raw binary with its load address.
+    pub firmware: FileSpec,
     /// Bootloader hex, optionally tied to a catalog row.
     #[serde(default)]
     pub bootloader: Option<BootloaderSpec>,
     /// Fuses to program (each byte optional; missing bytes come from the catalog bootloader).
     #[serde(default, deserialize_with = "de_fuses")]
     pub fuses: Option<FuseSet>,
-    /// Lock byte programmed last.
+    /// Lock byte programmed last (AVR).
     #[serde(default, deserialize_with = "de_opt_u8")]
     pub lock: Option<u8>,
+    /// Read-out protection set last (STM32; the counterpart of lock bits).
+    #[serde(default)]
+    pub protect: Option<Protect>,
     /// SHA-256 pins of the input files (lower-case hex).
     #[serde(default)]
     pub sha256: Option<Pins>,
     /// The board's clock class (crystal, internal-rc, external-clock, …).
     #[serde(default)]
     pub clock: Option<ClockClass>,
-    /// Dangerous fuse settings explicitly allowed.
-    #[serde(default)]
+    /// Dangerous settings explicitly allowed (fuses, read-out protection). `allow_dangerous:`
+    /// is the same key under a family-neutral name.
+    #[serde(default, alias = "allow_dangerous")]
     pub allow_dangerous_fuses: Vec<FuseHazard>,
     /// Read-back policy after programming.
     #[serde(default)]
@@ -62,12 +68,38 @@ fn default_record_size() -> usize {
     16
 }
 
-/// `bootloader:` — a path, or `{ catalog: NAME, file: PATH }`.
+/// `bootloader:` — a path, or `{ catalog: NAME, file: PATH, address: ADDR }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootloaderSpec {
     /// Catalog row name (canonical), when given.
     pub catalog: Option<String>,
     pub file: PathBuf,
+    /// Load address of a raw binary (default: the catalog row's start).
+    pub address: Option<u32>,
+}
+
+/// An input image file: Intel HEX (addresses inside), or a raw binary (`*.bin`) loaded at
+/// `address`. Written as a path, or `{ file: PATH, address: ADDR }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSpec {
+    pub file: PathBuf,
+    pub address: Option<u32>,
+}
+
+impl FileSpec {
+    /// Whether the file is a raw binary (by its name: `.bin`), not Intel HEX.
+    pub fn is_binary(path: &Path) -> bool {
+        path.extension().is_some_and(|e| e.eq_ignore_ascii_case("bin"))
+    }
+}
+
+/// `protect:` — what to lock after programming (STM32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protect {
+    /// Read-out protection level 1 (RDP byte ≠ 0xA5): debug access to flash refused; undone
+    /// only by an unlock that mass-erases the flash.
+    Readout,
 }
 
 impl BootloaderSpec {
@@ -291,25 +323,86 @@ impl Recipe {
     }
 
     /// The catalog part (always present: `mcu` is checked while parsing).
-    pub fn part(&self) -> &'static Part {
-        part::find(&self.mcu).unwrap_or(&part::PARTS[0])
+    pub fn mcu(&self) -> Mcu {
+        Mcu::find(&self.mcu).unwrap_or(Mcu::Avr(&part::PARTS[0]))
     }
 
     /// Cross-key checks that need no files.
     fn validate(&self) -> Result<(), String> {
-        let part = self.part();
+        let mcu = self.mcu();
         if let Some(bl) = self.bootloader.as_ref().and_then(BootloaderSpec::entry) {
-            if bl.mcu != part.id {
+            if !bl.runs_on(mcu.id()) {
                 return Err(format!(
                     "bootloader.catalog: {} is for the {}, but mcu is {}; pick the catalog entry for this MCU (see `flashline bootloaders`)",
                     bl.name,
-                    bl.part().name,
-                    part.name
+                    bl.mcu_names(),
+                    mcu.name()
                 ));
             }
         }
-        if let Some(f) = &self.fuses {
-            crate::fuse::check_fits(part, f).map_err(|e| format!("fuses: {e}"))?;
+        // Settings of the other family are refused, not ignored: a recipe that says `lock:` for a
+        // Bluepill expects something to be locked.
+        match mcu {
+            Mcu::Avr(part) => {
+                if let Some(f) = &self.fuses {
+                    crate::fuse::check_fits(part, f).map_err(|e| format!("fuses: {e}"))?;
+                }
+                if self.protect.is_some() {
+                    return Err(format!(
+                        "protect: is for STM32 parts; the {} is an AVR: use `lock:` (lock bits) instead",
+                        part.name
+                    ));
+                }
+            }
+            Mcu::Stm32(part) => {
+                let other = [
+                    (self.fuses.is_some(), "fuses", "option bytes are set by the job; there are no fuses"),
+                    (self.lock.is_some(), "lock", "use `protect: readout` for read-out protection"),
+                    (self.clock.is_some(), "clock", "the clock is chosen by the firmware, not by a fuse"),
+                ];
+                if let Some((_, key, advice)) = other.iter().find(|o| o.0) {
+                    return Err(format!("{key}: is for AVR parts; the {} is an STM32: {advice}", part.name));
+                }
+                if self.protect == Some(Protect::Readout)
+                    && !self.allow_dangerous_fuses.contains(&FuseHazard::ReadoutProtection)
+                {
+                    return Err(format!(
+                        "protect: readout sets read-out protection (RDP level 1) on every {}: debug reads of flash are refused afterwards, \
+                         and only an unlock that mass-erases the whole flash undoes it. Add `allow_dangerous: [readout-protection]` \
+                         to the recipe if that is what this SKU ships with",
+                        part.name
+                    ));
+                }
+                if self.serial.as_ref().and_then(|s| s.write.as_ref()).is_some_and(|w| w.memory == SerialMemory::Eeprom) {
+                    return Err(format!("serial.write.memory: the {} has no EEPROM; write the serial number to flash", part.name));
+                }
+            }
+        }
+        if let Some(a) = self.firmware.address {
+            if !FileSpec::is_binary(&self.firmware.file) {
+                return Err(format!(
+                    "firmware.address: 0x{a:08X} is for raw binaries (*.bin); {} is read as Intel HEX, which carries its own addresses",
+                    self.firmware.file.display()
+                ));
+            }
+        } else if FileSpec::is_binary(&self.firmware.file) {
+            return Err(format!(
+                "firmware: {} is a raw binary and has no addresses; write `firmware: {{ file: {}, address: 0x{:08X} }}`",
+                self.firmware.file.display(),
+                self.firmware.file.display(),
+                self.bootloader.as_ref().and_then(BootloaderSpec::entry).map_or(mcu.reset_address(), |b| b.app_start.max(mcu.reset_address()))
+            ));
+        }
+        if let Some(b) = &self.bootloader {
+            if b.address.is_some() && !FileSpec::is_binary(&b.file) {
+                return Err(format!("bootloader.address: is for raw binaries (*.bin); {} is read as Intel HEX", b.file.display()));
+            }
+            if b.address.is_none() && b.entry().is_none() && FileSpec::is_binary(&b.file) {
+                return Err(format!(
+                    "bootloader: {} is a raw binary and has no addresses; give `address:` or a `catalog:` row",
+                    b.file.display()
+                ));
+            }
         }
         if self.sha256.as_ref().is_some_and(|p| p.bootloader.is_some()) && self.bootloader.is_none() {
             return Err("sha256.bootloader pins a bootloader but the recipe has no `bootloader:`".into());
@@ -410,11 +503,11 @@ fn de_sku<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 }
 
 fn de_mcu<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    d.deserialize_any(Check("a part name such as atmega32u4", |s| {
+    d.deserialize_any(Check("a part name such as atmega32u4 or stm32f103c8", |s| {
         let s = string_of(s);
-        part::find(&s)
-            .map(|p| p.id.to_string())
-            .ok_or_else(|| format!("unknown part '{s}' (known: {})", part::ids().join(", ")))
+        Mcu::find(&s)
+            .map(|p| p.id().to_string())
+            .ok_or_else(|| format!("unknown part '{s}' (known: {})", Mcu::ids().join(", ")))
     }))
 }
 
@@ -468,6 +561,10 @@ fn de_opt_u8<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
 
 fn de_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     d.deserialize_any(ByteVisitor(u32::MAX as u64)).map(|v| v as u32)
+}
+
+fn de_opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    de_u32(d).map(Some)
 }
 
 fn de_serial_length<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
@@ -542,14 +639,16 @@ impl<'de> Deserialize<'de> for BootloaderSpec {
             catalog: Option<String>,
             #[serde(default)]
             file: Option<PathBuf>,
+            #[serde(default, deserialize_with = "de_opt_u32")]
+            address: Option<u32>,
         }
         impl<'de> Visitor<'de> for V {
             type Value = BootloaderSpec;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a bootloader hex path, or a mapping { catalog: NAME, file: PATH }")
+                f.write_str("a bootloader file path, or a mapping { catalog: NAME, file: PATH, address: ADDR }")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<BootloaderSpec, E> {
-                Ok(BootloaderSpec { catalog: None, file: PathBuf::from(s) })
+                Ok(BootloaderSpec { catalog: None, file: PathBuf::from(s), address: None })
             }
             fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<BootloaderSpec, A::Error> {
                 let m = Map::deserialize(de::value::MapAccessDeserializer::new(m))?;
@@ -559,7 +658,34 @@ impl<'de> Deserialize<'de> for BootloaderSpec {
                         "bootloader.file is missing: the catalog gives fuses and checks, the bootloader image comes from a file",
                     ));
                 };
-                Ok(BootloaderSpec { catalog, file })
+                Ok(BootloaderSpec { catalog, file, address: m.address })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for FileSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Map {
+            file: PathBuf,
+            #[serde(default, deserialize_with = "de_opt_u32")]
+            address: Option<u32>,
+        }
+        impl<'de> Visitor<'de> for V {
+            type Value = FileSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a file path, or a mapping { file: PATH, address: ADDR }")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<FileSpec, E> {
+                Ok(FileSpec { file: PathBuf::from(s), address: None })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<FileSpec, A::Error> {
+                let m = Map::deserialize(de::value::MapAccessDeserializer::new(m))?;
+                Ok(FileSpec { file: m.file, address: m.address })
             }
         }
         d.deserialize_any(V)

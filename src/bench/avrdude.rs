@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::build::Production;
+use super::AvrProduction;
 use crate::part::FuseKind;
 use crate::sim::bridge::Bridge;
 use crate::sim::buspirate::{BusPirateEmulator, BusPirateOptions};
@@ -51,7 +51,7 @@ enum Emu {
 }
 
 impl Emu {
-    fn spawn(wire: Wire, production: &Production, bridge: Bridge, baud: u32) -> BenchResult<Emu> {
+    fn spawn(wire: Wire, production: &AvrProduction, bridge: Bridge, baud: u32) -> BenchResult<Emu> {
         match wire {
             Wire::Avrisp => Ok(Emu::Stk(timed_emulator(production, bridge, baud)?)),
             Wire::Buspirate => {
@@ -67,7 +67,7 @@ impl Emu {
             Emu::Bp(e) => e.path(),
         }
     }
-    fn check(&self, production: &Production, who: &str, strict: bool) -> BenchResult<u64> {
+    fn check(&self, production: &AvrProduction, who: &str, strict: bool) -> BenchResult<u64> {
         match self {
             Emu::Stk(e) => check_sim(&e.target(), production, who, strict),
             Emu::Bp(e) => check_sim(&e.target(), production, who, strict),
@@ -129,7 +129,7 @@ pub fn avrdude_version() -> BenchResult<String> {
 /// The command line for `tool` against `pty` at `baud` (the program, then its arguments).
 /// avrdude's is the seed guide's: `avrdude -c avrisp -P PORT -p atmega32u4 -U flash:w:…:i
 /// -U lfuse:w:…:m -U hfuse:w:…:m -U efuse:w:…:m`, with `-b` only off avrdude's default 115200.
-pub fn command_line(wire: Wire, tool: Tool, flashline: &Path, production: &Production, image: &Path, pty: &Path, baud: u32) -> Vec<String> {
+pub fn command_line(wire: Wire, tool: Tool, flashline: &Path, production: &AvrProduction, image: &Path, pty: &Path, baud: u32) -> Vec<String> {
     let f = production.fuses;
     let mut v: Vec<String> = Vec::new();
     match tool {
@@ -181,7 +181,7 @@ pub fn command_line(wire: Wire, tool: Tool, flashline: &Path, production: &Produ
 
 /// Run `tool` once on a fresh timed emulator behind `bridge` at `baud`; the target must hold
 /// the image afterwards.
-pub fn run_once(wire: Wire, tool: Tool, flashline: &Path, production: &Production, image: &Path, bridge: Bridge, baud: u32) -> BenchResult<ToolRun> {
+pub fn run_once(wire: Wire, tool: Tool, flashline: &Path, production: &AvrProduction, image: &Path, bridge: Bridge, baud: u32) -> BenchResult<ToolRun> {
     let emu = Emu::spawn(wire, production, bridge, baud)?;
     let argv = command_line(wire, tool, flashline, production, image, emu.path(), baud);
     let t0 = Instant::now();

@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::build::Production;
+use super::AvrProduction;
 use crate::job::{self, JobEvent, JobPlan, JobReport};
 use crate::programmer::stk500::Stk500Programmer;
 use crate::sim::bridge::Bridge;
@@ -60,7 +60,7 @@ pub struct CycleRun {
 }
 
 /// A fresh timed emulator with a blank timed target behind `bridge`, its UART at `baud`.
-pub fn timed_emulator(production: &Production, bridge: Bridge, baud: u32) -> BenchResult<Stk500Emulator> {
+pub fn timed_emulator(production: &AvrProduction, bridge: Bridge, baud: u32) -> BenchResult<Stk500Emulator> {
     let target = SimTarget::new(production.part, SimOptions::new(true, Fault::None));
     Stk500Emulator::spawn(target, EmulatorOptions::new(Stk500Mode::Avrisp).baud(baud).line_timing(true).bridge(bridge))
         .map_err(|e| BenchError::new(format!("cannot start the STK500v1 emulator on a pty: {e}")))
@@ -69,12 +69,12 @@ pub fn timed_emulator(production: &Production, bridge: Bridge, baud: u32) -> Ben
 /// After a run: the target holds the image; returns how many instructions reached it while it
 /// was busy (ignored by the chip, as on silicon). `strict`: any such instruction fails the run
 /// (our driver must never do it; avrdude polls fuse writes by reading back, which may).
-pub fn check_target(emu: &Stk500Emulator, production: &Production, who: &str, strict: bool) -> BenchResult<u64> {
+pub fn check_target(emu: &Stk500Emulator, production: &AvrProduction, who: &str, strict: bool) -> BenchResult<u64> {
     check_sim(&emu.target(), production, who, strict)
 }
 
 /// [`check_target`] on any simulated target.
-pub fn check_sim(t: &SimTarget, production: &Production, who: &str, strict: bool) -> BenchResult<u64> {
+pub fn check_sim(t: &SimTarget, production: &AvrProduction, who: &str, strict: bool) -> BenchResult<u64> {
     let flash = t.flash();
     for (addr, data) in production.image.segments() {
         let got = flash.get(addr as usize..addr as usize + data.len());
@@ -90,7 +90,7 @@ pub fn check_sim(t: &SimTarget, production: &Production, who: &str, strict: bool
 }
 
 /// The job plan the station would run for `production` under `verify`.
-pub fn plan(production: &Production, verify: VerifyPolicy) -> JobPlan {
+pub fn plan(production: &AvrProduction, verify: VerifyPolicy) -> JobPlan {
     let mut plan = JobPlan::new(production.part, production.image.clone());
     plan.fuses = production.fuses;
     plan.lock = production.lock;
@@ -99,7 +99,7 @@ pub fn plan(production: &Production, verify: VerifyPolicy) -> JobPlan {
 }
 
 /// Run one board's job in-process through our driver on a fresh timed emulator.
-pub async fn run_once(production: &Production, verify: VerifyPolicy, bridge: Bridge, baud: u32) -> BenchResult<CycleRun> {
+pub async fn run_once(production: &AvrProduction, verify: VerifyPolicy, bridge: Bridge, baud: u32) -> BenchResult<CycleRun> {
     let emu = timed_emulator(production, bridge, baud)?;
     let mut prog = Stk500Programmer::avrisp(emu.path(), Some(baud));
     let plan = plan(production, verify);

@@ -186,9 +186,35 @@ pub fn spread(samples: &[Duration]) -> String {
 /// The production image the cycle and avrdude tables use: `recipes/promicro-macropad`, Arduino's
 /// real Caterina-Micro production image (28 KiB sketch area 0x0000–0x6FFF, padded with 0xFF,
 /// plus the 4 KiB Caterina bootloader at 0x7000), built with the same code as `flashline build`.
-pub fn production_image(root: &Path) -> BenchResult<crate::build::Production> {
+pub fn production_image(root: &Path) -> BenchResult<AvrProduction> {
     let recipe = root.join("recipes/promicro-macropad/recipe.yaml");
-    crate::build::prepare(&recipe).map_err(|e| BenchError::new(format!("building {}: {e}", recipe.display())))
+    let p = crate::build::prepare(&recipe).map_err(|e| BenchError::new(format!("building {}: {e}", recipe.display())))?;
+    AvrProduction::new(p)
+}
+
+/// A production the AVR benchmarks can run: the build plus its AVR half, reachable as
+/// `production.part`, `.fuses`, `.lock` (the rest through `Deref`).
+pub struct AvrProduction {
+    pub production: crate::build::Production,
+    pub part: &'static crate::part::Part,
+    pub fuses: crate::part::FuseSet,
+    pub lock: Option<u8>,
+}
+
+impl AvrProduction {
+    pub fn new(production: crate::build::Production) -> BenchResult<AvrProduction> {
+        let Some(&a) = production.avr() else {
+            return Err(BenchError::new(format!("{}: the benchmarks need an AVR recipe", production.recipe_path.display())));
+        };
+        Ok(AvrProduction { part: a.part, fuses: a.fuses, lock: a.lock, production })
+    }
+}
+
+impl std::ops::Deref for AvrProduction {
+    type Target = crate::build::Production;
+    fn deref(&self) -> &Self::Target {
+        &self.production
+    }
 }
 
 /// Write `production`'s hex into the work directory and return its path.

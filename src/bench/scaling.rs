@@ -158,7 +158,7 @@ pub async fn batch(opts: &BenchOptions, kind: SlotKind, slots: usize, units_per_
     let recipe = opts.root.join("recipes/promicro-macropad/recipe.yaml");
     let production = Arc::new(crate::build::prepare(&recipe).map_err(|e| BenchError::new(format!("{}: {e}", recipe.display())))?);
     let mut emus = match kind {
-        SlotKind::Avrisp => Some(Emulators::spawn(&opts.flashline, production.part.id, slots)?),
+        SlotKind::Avrisp => Some(Emulators::spawn(&opts.flashline, production.mcu.id(), slots)?),
         SlotKind::Sim => None,
     };
     let ports = emus.as_ref().map(|e| e.paths.clone()).unwrap_or_default();

@@ -13,7 +13,7 @@
 //!
 //! After every run the target must hold the image.
 
-use crate::build::Production;
+use super::AvrProduction;
 use crate::job::{self, JobEvent};
 use crate::programmer::usb::UsbError;
 use crate::programmer::usbasp::Usbasp;
@@ -29,11 +29,11 @@ fn usb_err(what: &str, e: UsbError) -> BenchError {
     BenchError::new(format!("{what}: {}", e.into_prog("avrdude replay").message))
 }
 
-fn fresh_target(production: &Production) -> SimTarget {
+fn fresh_target(production: &AvrProduction) -> SimTarget {
     SimTarget::new(production.part, SimOptions::new(false, Fault::None))
 }
 
-fn check_flash(flash: &[u8], production: &Production, who: &str) -> BenchResult<()> {
+fn check_flash(flash: &[u8], production: &AvrProduction, who: &str) -> BenchResult<()> {
     for (addr, data) in production.image.segments() {
         if flash.get(addr as usize..addr as usize + data.len()) != Some(data) {
             return Err(BenchError::new(format!("{who}: the target's flash does not hold the image at 0x{addr:04X}")));
@@ -43,7 +43,7 @@ fn check_flash(flash: &[u8], production: &Production, who: &str) -> BenchResult<
 }
 
 /// Our job through `prog`; the emulator's stats after it.
-async fn ours(prog: &mut dyn Programmer, production: &Production, verify: VerifyPolicy) -> BenchResult<()> {
+async fn ours(prog: &mut dyn Programmer, production: &AvrProduction, verify: VerifyPolicy) -> BenchResult<()> {
     let plan = super::cycle::plan(production, verify);
     let mut sink = |_e: JobEvent| {};
     let r = job::run_job(prog, &plan, &mut sink).await;

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use flashline::build::{self, Production};
+use flashline::build::{self, Layout, Production};
+use flashline::recipe::Protect;
 use flashline::image::{Image, StartAddress};
 use flashline::part::{FuseKind, FuseSet};
 use flashline::{bootloader, fuse};
@@ -54,7 +55,7 @@ pub fn parse_u8(s: &str) -> Result<u8, String> {
 
 fn summary(p: &Production) {
     let r = &p.recipe;
-    println!("{} ({}) from {}", r.sku, p.part.name, p.recipe_path.display());
+    println!("{} ({}, {}) from {}", r.sku, p.mcu.name(), p.mcu.family(), p.recipe_path.display());
     let show = |role: &str, path: &std::path::Path, sha: &str, im: &Image| {
         println!(
             "  {role:<10} {}  {}  {} bytes  sha256 {sha}",
@@ -62,6 +63,7 @@ fn summary(p: &Production) {
             fmt_ranges(&im.ranges()),
             im.len()
         );
+        println!("  {:<10} {}", "", stflash_line(im));
     };
     show("firmware", &p.firmware_path, &p.firmware_sha256, &p.firmware_image);
     if let (Some(path), Some(sha), Some(im)) = (&p.bootloader_path, &p.bootloader_sha256, &p.bootloader_image) {
@@ -77,15 +79,35 @@ fn summary(p: &Production) {
         None => "none".into(),
     };
     println!("  {:<10} {}; {} bytes; start address {start}", "image", fmt_ranges(&p.image.ranges()), p.image.len());
-    println!("  {:<10} {}", "boot", p.boot);
-    println!(
-        "  {:<10} {}  lock {}  clock {}  verify {}",
-        "fuses",
-        p.fuses,
-        p.lock.map(|l| format!("0x{l:02X}")).unwrap_or_else(|| "-".into()),
-        p.clock.map(|c| c.name()).unwrap_or("-"),
-        p.verify.name()
-    );
+    println!("  {:<10} {}", "", stflash_line(&p.image));
+    match &p.layout {
+        Layout::Avr(a) => {
+            println!("  {:<10} {}", "boot", a.boot);
+            println!(
+                "  {:<10} {}  lock {}  clock {}  verify {}",
+                "fuses",
+                a.fuses,
+                a.lock.map(|l| format!("0x{l:02X}")).unwrap_or_else(|| "-".into()),
+                a.clock.map(|c| c.name()).unwrap_or("-"),
+                p.verify.name()
+            );
+        }
+        Layout::Stm32(s) => {
+            println!("  {:<10} application at 0x{:08X}; {}", "vectors", s.app_start, s.app_vectors);
+            if let Some(v) = &s.bootloader_vectors {
+                println!("  {:<10} bootloader {v}", "");
+            }
+            println!(
+                "  {:<10} {}  verify {}",
+                "protect",
+                match s.protect {
+                    Some(Protect::Readout) => "readout (RDP level 1, set last; undone only by a mass erase)",
+                    None => "none (RDP level 0)",
+                },
+                p.verify.name()
+            );
+        }
+    }
     if let Some(s) = &p.serial {
         if let Some(pat) = s.pattern_str() {
             println!("  {:<10} barcodes must match {pat}", "serial");
@@ -102,6 +124,14 @@ fn summary(p: &Production) {
             );
         }
     }
+}
+
+/// What st-flash prints before writing this image as a binary (flat from its lowest address,
+/// gaps 0xFF), so the engineer can compare with an st-flash log.
+fn stflash_line(im: &Image) -> String {
+    let (start, flat) = flashline::build::flat(im);
+    let (md5, sum) = flashline::build::stflash_checksums(&flat);
+    format!("as a binary at 0x{start:08X}: {} bytes, md5 checksum: {md5}, stlink checksum: 0x{sum:08x}", flat.len())
 }
 
 fn fmt_ranges(r: &[std::ops::Range<u64>]) -> String {
@@ -147,6 +177,37 @@ pub fn parts() -> anyhow::Result<ExitCode> {
             p.boot_sizes.iter().map(|b| b.to_string()).collect::<Vec<_>>().join("/")
         );
     }
+    println!();
+    println!(
+        "{:<12} {:<12} {:<10} {:>7} {:>5} {:>6}  {:<21} {:<10} {:<10} option bytes  flash timings (datasheet)",
+        "id", "name", "flash at", "flash", "page", "sram", "dev id (revisions)", "flash size", "unique id"
+    );
+    for p in flashline::stm32::STM32_PARTS.iter() {
+        let revs = p.revisions.iter().map(|r| r.name).collect::<Vec<_>>().join(",");
+        let us = |d: std::time::Duration| d.as_secs_f64() * 1e6;
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "{:<12} {:<12} 0x{:08X} {:>7} {:>5} {:>6}  {:<21} 0x{:08X} 0x{:08X} 0x{:08X}  half-word {}/{}/{} us, page erase {}-{} ms, mass erase {}-{} ms",
+            p.id,
+            p.name,
+            p.flash_base,
+            p.flash_size,
+            p.page_size,
+            p.sram_size,
+            format!("0x{:03X} ({revs})", p.dev_id),
+            p.flash_size_reg,
+            p.unique_id_addr,
+            p.option_bytes.base,
+            us(p.t_prog[0]),
+            us(p.t_prog[1]),
+            us(p.t_prog[2]),
+            ms(p.t_erase_page[0]),
+            ms(p.t_erase_page[1]),
+            ms(p.t_mass_erase[0]),
+            ms(p.t_mass_erase[1]),
+        );
+    }
+    println!("  STM32: SRAM at 0x20000000, DBGMCU_IDCODE at 0xE0042000, option bytes RDP/USER/DATA0/DATA1/WRP0-3 (each with its complement)");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -154,12 +215,14 @@ pub fn parts() -> anyhow::Result<ExitCode> {
 pub fn bootloaders() -> anyhow::Result<ExitCode> {
     println!("{:<28} {:<12} {:<11} {:<14} {:<9} {:<15} description", "name", "family", "mcu", "fuses", "usb", "location");
     for b in bootloader::CATALOG {
+        let fuses = if b.fuses.is_empty() { "-".to_string() } else { b.fuses.to_string() };
+        let app = if b.app_start != 0 { format!(", application at 0x{:08X}", b.app_start) } else { String::new() };
         println!(
-            "{:<28} {:<12} {:<11} {:<14} {:<9} {:<15} {}{}",
+            "{:<28} {:<12} {:<11} {:<14} {:<9} {:<15} {}{}{app}",
             b.name,
             b.family.name(),
-            b.mcu,
-            b.fuses.to_string(),
+            b.mcus.join(","),
+            fuses,
             b.usb.map(|u| u.to_string()).unwrap_or_else(|| "-".into()),
             format!("0x{:04X}+{}", b.start, b.size),
             b.description,

@@ -26,7 +26,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::build::Production;
+use crate::build::{AvrLayout, Production};
 use crate::db::{Db, DbError};
 use crate::programmer::ProgrammerSpec;
 use crate::sim::boards::BoardRack;
@@ -166,6 +166,18 @@ impl Supervisor {
     /// Recover interrupted attempts, open every programmer (in parallel) and start the slots.
     pub async fn start(station: Station, production: Arc<Production>, db: Db, operator: String) -> Result<Supervisor, StationError> {
         let station = Arc::new(station);
+        // The station's programmer kinds all program AVR parts over ISP.
+        let Some(&avr) = production.avr() else {
+            return Err(StationError::Config(format!(
+                "{}: recipe {} is for the {} ({}); this station's programmers ({}) program AVR parts over ISP, \
+                 so none of its slots can program it",
+                station.path.display(),
+                production.recipe_path.display(),
+                production.mcu.name(),
+                production.mcu.family(),
+                station.slots.iter().map(|s| s.kind.name()).collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>().join(", ")
+            )));
+        };
         let serial_pattern = production.serial.as_ref().and_then(|s| s.pattern.clone());
         let recovered = db.recover_interrupted(&station.name).await?;
         let rack = match &station.sim_boards {
@@ -207,6 +219,7 @@ impl Supervisor {
                 slot: slot.clone(),
                 station: station.clone(),
                 production: production.clone(),
+                avr,
                 rec: rec.clone(),
                 rack: rack.clone(),
                 events: events.clone(),
@@ -416,6 +429,8 @@ pub(super) struct SlotCtx {
     pub(super) slot: Slot,
     pub(super) station: Arc<Station>,
     pub(super) production: Arc<Production>,
+    /// The production's AVR half (the station refuses other families at start).
+    pub(super) avr: AvrLayout,
     pub(super) rec: Arc<Recorder>,
     /// Simulated slots: where the boards keep their chips between attempts (`sim_boards:`).
     pub(super) rack: Option<BoardRack>,

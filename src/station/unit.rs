@@ -35,7 +35,7 @@ pub(super) async fn slot_task(ctx: SlotCtx, mut rx: mpsc::Receiver<Work>) {
     // Real programmers are opened once and kept; simulated ones get a board per unit.
     let mut prog: Option<Box<dyn Programmer>> = None;
     if ctx.slot.kind != ProgrammerKind::Sim {
-        match programmer::open(&ctx.spec(SimOptions::default()), ctx.production.part).await {
+        match programmer::open(&ctx.spec(SimOptions::default()), ctx.avr.part).await {
             Ok(p) => {
                 ctx.online(p.info().to_string());
                 prog = Some(p);
@@ -163,9 +163,9 @@ async fn run_unit(ctx: &SlotCtx, prog: &mut Option<Box<dyn Programmer>>, serial:
 /// The production image plus this unit's serial number when the recipe writes one.
 async fn plan_unit(ctx: &SlotCtx, attempt_id: AttemptId) -> (JobPlan, Option<Reservation>, Option<String>) {
     let p = &ctx.production;
-    let mut plan = JobPlan::new(p.part, p.image.clone());
-    plan.fuses = p.fuses;
-    plan.lock = p.lock;
+    let mut plan = JobPlan::new(ctx.avr.part, p.image.clone());
+    plan.fuses = ctx.avr.fuses;
+    plan.lock = ctx.avr.lock;
     plan.verify = p.verify;
     let Some((rule, w)) = p.serial.as_ref().and_then(|s| s.write.as_ref().map(|w| (s, w))) else {
         return (plan, None, None);
@@ -210,7 +210,7 @@ async fn run_job(
         None if ctx.slot.bridge.is_some() => {
             // A simulated ArduinoISP behind a USB bridge model, driven by the real avrisp driver.
             let bridge = ctx.slot.bridge.unwrap_or_default();
-            let mut sim = match EmulatedAvrisp::spawn(ctx.production.part, ctx.sim_options(serial, attempt_no), bridge, ctx.slot.name.clone()) {
+            let mut sim = match EmulatedAvrisp::spawn(ctx.avr.part, ctx.sim_options(serial, attempt_no), bridge, ctx.slot.name.clone()) {
                 Ok(p) => p,
                 Err(e) => {
                     let msg = format!("sim:{}: cannot start the simulated ArduinoISP on a pty: {e}", ctx.slot.name);
@@ -227,7 +227,7 @@ async fn run_job(
             }
         }
         None => {
-            let mut sim = SimProgrammer::new(ctx.production.part, ctx.sim_options(serial, attempt_no), ctx.slot.name.clone());
+            let mut sim = SimProgrammer::new(ctx.avr.part, ctx.sim_options(serial, attempt_no), ctx.slot.name.clone());
             let chip = sim.target_handle();
             seat(ctx, serial, &mut chip.lock().unwrap());
             let r = tokio::time::timeout(UNIT_BACKSTOP, job::run_job(&mut sim, plan, &mut on_event)).await;
