@@ -116,11 +116,12 @@ fn caterina_micro_split_at_0x7000_merges_back_identically() {
     let bl = s.image("bl/caterina.hex", &original.slice(0x7000..0x8000));
     let r = s.recipe("sku: MICRO\nmcu: atmega32u4\nfirmware: fw/app.hex\nbootloader: { catalog: caterina-micro, file: bl/caterina.hex }\n");
     let p = build::prepare(&r).unwrap();
+    let a = p.avr().expect("an AVR production");
     assert_eq!(p.image, original, "merged image equals the original production image");
-    assert_eq!(p.fuses, FuseSet { low: Some(0xFF), high: Some(0xD8), extended: Some(0xFB) });
-    assert_eq!(p.clock, Some(ClockClass::Crystal), "clock inferred from the catalog's low fuse");
-    assert_eq!(p.boot.origin, HighFuseOrigin::Catalog);
-    assert!(p.boot.bootrst);
+    assert_eq!(a.fuses, FuseSet { low: Some(0xFF), high: Some(0xD8), extended: Some(0xFB) });
+    assert_eq!(a.clock, Some(ClockClass::Crystal), "clock inferred from the catalog's low fuse");
+    assert_eq!(a.boot.origin, HighFuseOrigin::Catalog);
+    assert!(a.boot.bootrst);
     // The written production hex means the same image, and its hash is the file's hash.
     let back = hex::parse(&p.hex, "out").unwrap();
     assert_eq!(back, original);
@@ -142,10 +143,11 @@ fn qmk_32u4_dfu_merges_with_firmware_and_keeps_its_start_address() {
         "sku: PLANCK\nmcu: atmega32u4\nfirmware: fw/planck.hex\nbootloader: { catalog: atmel-dfu-atmega32u4, file: bl/dfu.hex }\n",
     );
     let p = build::prepare(&r).unwrap();
+    let a = p.avr().expect("an AVR production");
     assert_eq!(p.image.start, Some(StartAddress::Segment { cs: 0, ip: 0x7000 }));
     assert!(p.hex.ends_with(":040000030000700089\n:00000001FF\n"), "start record written before EOF");
-    assert_eq!(p.fuses, FuseSet { low: Some(0x5E), high: Some(0x99), extended: Some(0xF3) });
-    assert!(!p.boot.bootrst && p.boot.hwbe, "Atmel DFU enters through HWB, not BOOTRST");
+    assert_eq!(a.fuses, FuseSet { low: Some(0x5E), high: Some(0x99), extended: Some(0xF3) });
+    assert!(!a.boot.bootrst && a.boot.hwbe, "Atmel DFU enters through HWB, not BOOTRST");
     assert_eq!(p.bootloader_entry.unwrap().name, "atmel-dfu-atmega32u4");
     assert_same_as_srec_cat(&[&fw, &bl], &p.image, 0x8000);
     let back = hex::parse(&p.hex, "out").unwrap();
@@ -161,7 +163,8 @@ fn at90usb128_bootloader_above_64k_round_trips_through_the_output() {
         "sku: BIG\nmcu: at90usb1286\nfirmware: fw/big.hex\nbootloader: { catalog: atmel-dfu-at90usb128, file: bl/dfu128.hex }\nrecord_size: 32\n",
     );
     let p = build::prepare(&r).unwrap();
-    assert_eq!(p.boot.start, 0x1E000);
+    let a = p.avr().expect("an AVR production");
+    assert_eq!(a.boot.start, 0x1E000);
     assert_eq!(p.image.start, Some(StartAddress::Segment { cs: 0x1000, ip: 0xE000 }));
     assert!(p.hex.contains("\n:020000040001F9\n"), "extended linear address record for 0x1xxxx");
     let back = hex::parse(&p.hex, "out").unwrap();
@@ -188,10 +191,13 @@ fn shipped_example_recipes_build_and_match_srec_cat() {
         }
         n += 1;
         let p = build::prepare(&r).unwrap_or_else(|e| panic!("{}: {e}", r.display()));
+        let Some(a) = p.avr() else {
+            continue; // the Bluepill recipes (binary inputs at 0x08000000): tests/build_stm32.rs
+        };
         let mut inputs = vec![p.firmware_path.clone()];
         inputs.extend(p.bootloader_path.clone());
         let refs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
-        assert_same_as_srec_cat(&refs, &p.image, p.part.flash_size);
+        assert_same_as_srec_cat(&refs, &p.image, a.part.flash_size);
         assert_eq!(p.recipe_sha256, sha256(&std::fs::read(&r).unwrap()));
         assert!(p.hex.lines().all(|l| l.len() <= 11 + 2 * p.recipe.record_size));
     }
@@ -201,8 +207,9 @@ fn shipped_example_recipes_build_and_match_srec_cat() {
 #[test]
 fn recipe_keys_reach_the_production() {
     let p = build::prepare(&root().join("recipes/uno-keypad/recipe.yaml")).unwrap();
-    assert_eq!(p.part.id, "atmega328p");
-    assert_eq!(p.lock, Some(0x0F));
+    let a = p.avr().expect("an AVR production");
+    assert_eq!(a.part.id, "atmega328p");
+    assert_eq!(a.lock, Some(0x0F));
     assert_eq!(p.verify, VerifyPolicy::Written);
     let serial = p.serial.as_ref().unwrap();
     assert!(serial.matches("UK00042") && !serial.matches("UK0004"));
@@ -277,8 +284,9 @@ fn refuses_bootloader_not_at_the_boot_section_when_bootrst_points_there() {
     // With BOOTSZ=01 (2 KiB at 0x7800) the same bootloader is right.
     let r = s.recipe("sku: X\nmcu: atmega32u4\nfirmware: fw/fw.hex\nbootloader: { catalog: caterina-promicro16, file: bl/small.hex }\nfuses: { high: 0xDA }\n");
     let p = build::prepare(&r).unwrap();
-    assert_eq!(p.fuses, FuseSet { low: Some(0xFF), high: Some(0xDA), extended: Some(0xFB) });
-    assert_eq!(p.boot.origin, HighFuseOrigin::Recipe);
+    let a = p.avr().expect("an AVR production");
+    assert_eq!(a.fuses, FuseSet { low: Some(0xFF), high: Some(0xDA), extended: Some(0xFB) });
+    assert_eq!(a.boot.origin, HighFuseOrigin::Recipe);
 }
 
 #[test]
